@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make run` and `make test` (both set up .venv if needed).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-all run lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ''
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+run: setup
+	$(VENV)/bin/dmmlkd demo
+
+bench: setup
+	$(VENV)/bin/dmmlkd bench allocator
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,95 @@
+"""The per-device energy model of DESIGN.md: CMOS computation energy and Shannon-rate
+communication energy. Pure NumPy functions, vectorised over devices and modalities.
+
+Units: J, Hz, W, bits, seconds. The allocator and the learner's battery accounting both use
+these functions, so a round's planned energy and its accounted energy are the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# Plausible defaults for a mobile device (used by generators and the learner's accounting).
+DEFAULT_CAPACITANCE = 1e-28  # kappa, effective switched capacitance (J / (Hz^2 * cycle))
+DEFAULT_NOISE_PSD_W_PER_HZ = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz thermal noise
+
+
+def iteration_energy_j(
+    capacitance: ArrayLike,
+    cpu_hz: ArrayLike,
+    batch_size: ArrayLike,
+    cycles_per_sample: ArrayLike,
+) -> NDArray[np.float64]:
+    """Energy of one pass over a batch: kappa * f^2 * D_b * cycles per sample.
+
+    Used for both the forward cost ef[k,m] (forward cycles) and the backward/update cost
+    eb[k,m] (backward cycles). Broadcasts: e.g. ``cpu_hz`` of shape (K, 1) against
+    ``cycles_per_sample`` of shape (M,) gives a (K, M) table.
+    """
+    return (
+        np.asarray(capacitance, float)
+        * np.asarray(cpu_hz, float) ** 2
+        * np.asarray(batch_size, float)
+        * np.asarray(cycles_per_sample, float)
+    )
+
+
+def computation_energy_j(
+    tau: ArrayLike, holds: ArrayLike, forward_j: ArrayLike, backward_j: ArrayLike
+) -> NDArray[np.float64]:
+    """Round computation energy per device: L_k * sum_m a ef + sum_m tau eb, L_k = max_m tau.
+
+    Every held encoder runs forward in each of the L_k local iterations (the fused prediction
+    needs all of them) but only updates while i <= tau[k, m]. Shapes (K, M) -> (K,).
+    """
+    tau = np.asarray(tau, float)
+    holds = np.asarray(holds, bool)
+    tau = np.where(holds, tau, 0.0)
+    local_iters = tau.max(axis=-1) if tau.shape[-1] else np.zeros(tau.shape[:-1])
+    forward = np.where(holds, np.asarray(forward_j, float), 0.0).sum(axis=-1)
+    backward = (tau * np.where(holds, np.asarray(backward_j, float), 0.0)).sum(axis=-1)
+    return local_iters * forward + backward
+
+
+def shannon_rate_bps(
+    power_w: ArrayLike, gain: ArrayLike, bandwidth_hz: ArrayLike, noise_psd_w_per_hz: ArrayLike
+) -> NDArray[np.float64]:
+    """Achievable rate r = B log2(1 + p g / (N0 B)) in bits per second."""
+    bandwidth = np.asarray(bandwidth_hz, float)
+    snr = np.asarray(power_w, float) * np.asarray(gain, float) / (
+        np.asarray(noise_psd_w_per_hz, float) * bandwidth
+    )
+    return bandwidth * np.log2(1.0 + snr)
+
+
+def communication_energy_j(
+    power_w: ArrayLike,
+    model_bits: ArrayLike,
+    gain: ArrayLike,
+    bandwidth_hz: ArrayLike,
+    noise_psd_w_per_hz: ArrayLike = DEFAULT_NOISE_PSD_W_PER_HZ,
+) -> NDArray[np.float64]:
+    """Energy to broadcast S_k bits once at the weakest neighbour's rate: p S / r."""
+    rate = shannon_rate_bps(power_w, gain, bandwidth_hz, noise_psd_w_per_hz)
+    return np.asarray(power_w, float) * np.asarray(model_bits, float) / rate
+
+
+def communication_time_s(
+    power_w: ArrayLike,
+    model_bits: ArrayLike,
+    gain: ArrayLike,
+    bandwidth_hz: ArrayLike,
+    noise_psd_w_per_hz: ArrayLike = DEFAULT_NOISE_PSD_W_PER_HZ,
+) -> NDArray[np.float64]:
+    """Time to broadcast S_k bits at the weakest neighbour's rate: S / r."""
+    rate = shannon_rate_bps(power_w, gain, bandwidth_hz, noise_psd_w_per_hz)
+    return np.asarray(model_bits, float) / rate
+
+
+def path_gain(
+    distance_m: ArrayLike, exponent: float = 3.0, ref_gain: float = 1e-3, ref_distance_m: float = 1.0
+) -> NDArray[np.float64]:
+    """Large-scale channel gain g = g0 (d0 / d)^alpha (distances below d0 are clipped to d0)."""
+    d = np.maximum(np.asarray(distance_m, float), ref_distance_m)
+    return ref_gain * (ref_distance_m / d) ** exponent

@@ -1,0 +1,1 @@
+"""Studies: run configs, sweeps, tidy result tables, plots and the `dmmlkd` command line."""

@@ -1,0 +1,66 @@
+"""The `dmmlkd` command line: a thin dispatcher over `studies.commands.<name>` modules.
+
+Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and
+``run(args) -> int``; heavy imports (torch, pyomo) stay inside ``run`` so that ``dmmlkd --help``
+is instant. Errors a user can cause carry ``exit_code = 2`` (``ProblemError``, ``ConfigError``,
+``StudyError``): they print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Sub-command name -> module under studies.commands (a new command is one file and one line here).
+COMMANDS: dict[str, str] = {
+    "solve": "solve",
+    "generate": "generate",
+    "bench": "bench",
+    "train": "train",
+    "compare": "compare",
+    "study": "study",
+    "plot": "plot",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="dmmlkd",
+        description="Resource allocation, learning and sensitivity studies for DMML-KD.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"studies.commands.{module_name}")
+        except ModuleNotFoundError as exc:  # a command still being built: leave it out
+            if exc.name and exc.name.startswith("studies.commands"):
+                continue
+            raise
+        command_parser = module.add_parser(sub)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("dmmlkd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors become one line, others propagate
+        if getattr(exc, "exit_code", None) == 2:
+            print(f"dmmlkd {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
