@@ -1,0 +1,24 @@
+"""The resource allocator: per device and modality, how many local iterations to run next round.
+
+    >>> from allocator import generate_problem, solve
+    >>> problem = generate_problem(devices=20, modalities=4, scope="network", seed=1)
+    >>> allocation = solve(problem, method="heuristic")
+    >>> allocation.status, allocation.gap < 0.01
+"""
+
+from allocator.errors import ProblemError
+from allocator.generate import generate_problem
+from allocator.problem import Problem
+from allocator.result import Allocation, evaluate, violations
+from allocator.solvers import METHODS, solve
+
+__all__ = [
+    "METHODS",
+    "Allocation",
+    "Problem",
+    "ProblemError",
+    "evaluate",
+    "generate_problem",
+    "solve",
+    "violations",
+]

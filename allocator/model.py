@@ -1,0 +1,107 @@
+"""The allocation MILP as a Pyomo model (DESIGN.md's formulation, both scopes).
+
+Variables: integer tau[k, m] for held pairs, local iterations L_k >= tau[k, m] (continuous: it
+is pushed down to max_m tau by the energy tie-break, and integral there), floors z_k (device
+scope) or z (network scope), overshoot slacks s >= 0. All terms are linear, so HiGHS solves it
+as a MILP. Coefficients are mutable Params so one model can be re-solved for new data (the
+device-scope decomposition re-uses one small model per device shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyomo.environ as pyo
+from numpy.typing import NDArray
+
+from allocator.problem import Problem
+
+
+@dataclass
+class BuiltModel:
+    """A Pyomo model with the index of its (device, modality) pairs."""
+
+    model: pyo.ConcreteModel
+    pairs: list[tuple[int, int]]  # (k, m) of every tau variable, in model order
+
+
+def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
+    """Build the MILP of a problem (all its devices, its scope)."""
+    holds = problem.holds
+    K, M = holds.shape
+    pairs = [(int(k), int(m)) for k, m in np.argwhere(holds)]
+    mdl = pyo.ConcreteModel(name=f"dmmlkd-{problem.scope}")
+    mdl.K = pyo.RangeSet(0, K - 1)
+    mdl.P = pyo.Set(initialize=pairs, dimen=2, ordered=True)
+    mdl.v = pyo.Param(mdl.P, initialize={(k, m): float(problem.speed[k, m]) for k, m in pairs},
+                      mutable=mutable)
+    mdl.eb = pyo.Param(mdl.P, initialize={(k, m): float(problem.backward_energy[k, m])
+                                          for k, m in pairs}, mutable=mutable)
+    mdl.F = pyo.Param(mdl.K, initialize=dict(enumerate(problem.forward_sum.tolist())),
+                      mutable=mutable)
+    mdl.cap = pyo.Param(mdl.K, initialize=dict(enumerate(problem.compute_budget.tolist())),
+                        mutable=mutable)
+    mdl.w = pyo.Param(mdl.K, initialize=dict(enumerate(problem.weight.tolist())), mutable=mutable)
+    mdl.eps = pyo.Param(initialize=problem.epsilon / problem.energy_scale, mutable=mutable)
+
+    tmin, tmax = problem.tau_min, problem.tau_max
+    mdl.tau = pyo.Var(mdl.P, domain=pyo.Integers, bounds=(tmin, tmax), initialize=tmin)
+    mdl.L = pyo.Var(mdl.K, domain=pyo.NonNegativeReals, bounds=(tmin, tmax), initialize=tmin)
+
+    by_device: dict[int, list[int]] = {}
+    for k, m in pairs:
+        by_device.setdefault(k, []).append(m)
+
+    mdl.local_iters = pyo.Constraint(mdl.P, rule=lambda b, k, m: b.L[k] >= b.tau[k, m])
+    mdl.compute = pyo.Expression(
+        mdl.K,
+        rule=lambda b, k: b.F[k] * b.L[k] + sum(b.eb[k, m] * b.tau[k, m] for m in by_device[k]),
+    )
+    mdl.energy = pyo.Constraint(mdl.K, rule=lambda b, k: b.compute[k] <= b.cap[k])
+    energy_term = mdl.eps * sum(mdl.compute[k] for k in mdl.K)
+    mu, one_delta = problem.mu, 1.0 + problem.delta
+
+    if problem.scope == "device":
+        mdl.z = pyo.Var(mdl.K, domain=pyo.NonNegativeReals)
+        mdl.s = pyo.Var(mdl.P, domain=pyo.NonNegativeReals)
+        mdl.floor = pyo.Constraint(mdl.P, rule=lambda b, k, m: b.z[k] <= b.v[k, m] * b.tau[k, m])
+        mdl.balance = pyo.Constraint(
+            mdl.P, rule=lambda b, k, m: b.v[k, m] * b.tau[k, m] <= one_delta * b.z[k] + b.s[k, m]
+        )
+        mdl.obj = pyo.Objective(
+            expr=sum(mdl.w[k] * mdl.z[k] for k in mdl.K)
+            - mu * sum(mdl.s[p] for p in mdl.P)
+            - energy_term,
+            sense=pyo.maximize,
+        )
+    else:
+        held_mods = [int(m) for m in np.flatnonzero(problem.holders > 0)]
+        holders: dict[int, list[int]] = {m: [] for m in held_mods}
+        for k, m in pairs:
+            holders[m].append(k)
+        inv_n = {m: 1.0 / len(holders[m]) for m in held_mods}
+        mdl.Mh = pyo.Set(initialize=held_mods, ordered=True)
+        mdl.z = pyo.Var(domain=pyo.NonNegativeReals)
+        mdl.s = pyo.Var(mdl.Mh, domain=pyo.NonNegativeReals)
+        mdl.G = pyo.Expression(
+            mdl.Mh,
+            rule=lambda b, m: inv_n[m] * sum(b.v[k, m] * b.tau[k, m] for k in holders[m]),
+        )
+        mdl.floor = pyo.Constraint(mdl.Mh, rule=lambda b, m: b.z <= b.G[m])
+        mdl.balance = pyo.Constraint(
+            mdl.Mh, rule=lambda b, m: b.G[m] <= one_delta * b.z + b.s[m]
+        )
+        mdl.obj = pyo.Objective(
+            expr=mdl.z - mu * sum(mdl.s[m] for m in mdl.Mh) - energy_term, sense=pyo.maximize
+        )
+    return BuiltModel(model=mdl, pairs=pairs)
+
+
+def read_tau(built: BuiltModel, shape: tuple[int, int]) -> NDArray[np.int64]:
+    """The tau table of a solved model, rounded to integers."""
+    tau = np.zeros(shape, dtype=np.int64)
+    for k, m in built.pairs:
+        value = built.model.tau[k, m].value
+        tau[k, m] = int(round(value)) if value is not None else 0
+    return tau

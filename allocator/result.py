@@ -1,0 +1,218 @@
+"""The `Allocation` record every solver returns, and the one shared objective evaluation.
+
+The objective of an iteration table is recomputed here from tau alone (the optimal floors and
+slacks for a fixed tau are closed-form), so that every method is scored by the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from allocator.problem import Problem
+from metrics.energy import computation_energy_j
+
+# Relative tolerance for energy feasibility (budgets are compared in J, after float sums).
+ENERGY_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The objective of a fixed tau and its parts (floors, slacks, energies, imbalance)."""
+
+    objective: float
+    progress: NDArray[np.float64]  # P[k, m] = v tau, 0 where not held
+    floor: NDArray[np.float64]  # z_k (device scope) or z repeated (network scope)
+    slack: float  # sum of s (progress beyond (1 + delta) x floor)
+    compute_energy: NDArray[np.float64]  # E_cmp per device
+    network_progress: NDArray[np.float64]  # G_m, nan for modalities nobody holds
+    imbalance_device: NDArray[np.float64]  # max/min P per device
+    imbalance_network: float  # max/min G_m over held modalities
+
+
+def evaluate(problem: Problem, tau: NDArray[np.integer] | NDArray[np.floating]) -> Evaluation:
+    """Score an iteration table with the problem's objective (floors/slacks set optimally)."""
+    tau = np.where(problem.holds, np.asarray(tau, dtype=float), 0.0)
+    holds = problem.holds
+    progress = problem.speed * tau
+    compute = computation_energy_j(tau, holds, problem.forward_energy, problem.backward_energy)
+    energy_term = problem.epsilon * compute.sum() / problem.energy_scale
+    p_held_min = np.where(holds, progress, np.inf).min(axis=1)
+    p_held_max = np.where(holds, progress, -np.inf).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        imb_dev = np.where(p_held_min > 0, p_held_max / p_held_min, np.inf)
+    holders = problem.holders
+    with np.errstate(invalid="ignore", divide="ignore"):
+        net = np.where(holders > 0, progress.sum(axis=0) / np.maximum(holders, 1), np.nan)
+    held_net = net[holders > 0]
+    net_min, net_max = float(held_net.min()), float(held_net.max())
+    imb_net = net_max / net_min if net_min > 0 else math.inf
+    if problem.scope == "device":
+        # For fixed tau the best floor is the smallest held progress (the objective increases
+        # in z_k while z_k <= min P), and each slack is the overshoot beyond (1 + delta) z_k.
+        floor = p_held_min
+        over = np.where(holds, progress - (1 + problem.delta) * floor[:, None], 0.0)
+        slack = float(np.maximum(over, 0.0).sum())
+        objective = float((problem.weight * floor).sum()) - problem.mu * slack - energy_term
+    else:
+        floor = np.full(problem.n_devices, net_min)
+        slack = float(np.maximum(held_net - (1 + problem.delta) * net_min, 0.0).sum())
+        objective = net_min - problem.mu * slack - energy_term
+    return Evaluation(
+        objective=objective,
+        progress=progress,
+        floor=floor,
+        slack=slack,
+        compute_energy=compute,
+        network_progress=net,
+        imbalance_device=imb_dev,
+        imbalance_network=imb_net,
+    )
+
+
+def violations(problem: Problem, tau: NDArray[np.integer]) -> list[str]:
+    """Every constraint an iteration table breaks, as readable strings (empty when feasible)."""
+    out: list[str] = []
+    tau = np.asarray(tau)
+    if tau.shape != problem.holds.shape:
+        return [f"tau has shape {tau.shape}, expected {problem.holds.shape}"]
+    if not np.all(np.equal(np.round(tau), tau)):
+        out.append("tau is not integer")
+    held, names = problem.holds, problem.devices
+    if np.any(tau[~held] != 0):
+        out.append("tau is non-zero for a modality a device does not hold")
+    low = held & (tau < problem.tau_min)
+    high = held & (tau > problem.tau_max)
+    for mask, what in ((low, "below tau_min"), (high, "above tau_max")):
+        for k, m in np.argwhere(mask)[:3]:
+            out.append(f"device {names[k]!r}: tau[{problem.modalities[m]!r}] {what}")
+    compute = computation_energy_j(tau, held, problem.forward_energy, problem.backward_energy)
+    total = compute + problem.comm_energy
+    over = total > problem.budget * (1 + ENERGY_RTOL) + 1e-12
+    for k in np.flatnonzero(over)[:3]:
+        out.append(f"device {names[k]!r}: energy {total[k]:.6g} J exceeds budget {problem.budget[k]:.6g} J")
+    return out
+
+
+def relative_gap(objective: float, bound: float) -> float:
+    """(bound - objective) / max(|objective|, 1e-12); nan when no bound is known."""
+    if bound is None or not math.isfinite(bound):
+        return math.nan
+    return max(bound - objective, 0.0) / max(abs(objective), 1e-12)
+
+
+@dataclass
+class Allocation:
+    """An iteration table with its score, energy, balance, status and timing.
+
+    ``status`` is one of ``optimal`` (proven within the requested gap), ``feasible`` (a
+    solution, gap as reported), ``time_limit`` (stopped by the limit; best solution and its
+    honest gap). ``bound`` is an upper bound on the objective where the method has one.
+    """
+
+    problem: Problem
+    tau: NDArray[np.int64]
+    method: str
+    status: str
+    bound: float = math.nan
+    solve_time_s: float = 0.0
+    build_time_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tau = np.where(self.problem.holds, np.rint(self.tau), 0).astype(np.int64)
+        self.evaluation = evaluate(self.problem, self.tau)
+
+    @property
+    def objective(self) -> float:
+        """The objective recomputed from tau by the shared evaluation."""
+        return self.evaluation.objective
+
+    @property
+    def gap(self) -> float:
+        """Certified relative gap to ``bound`` (nan when the method has no bound)."""
+        return relative_gap(self.objective, self.bound)
+
+    @property
+    def energy(self) -> NDArray[np.float64]:
+        """Total energy per device this round: computation plus communication (J)."""
+        return self.evaluation.compute_energy + self.problem.comm_energy
+
+    @property
+    def total_time_s(self) -> float:
+        """Model build plus solve time."""
+        return self.build_time_s + self.solve_time_s
+
+    def summary(self) -> dict[str, Any]:
+        """Flat dict of the scalar outputs (one row of a study table)."""
+        ev = self.evaluation
+        return {
+            "method": self.method,
+            "scope": self.problem.scope,
+            "status": self.status,
+            "objective": self.objective,
+            "bound": self.bound,
+            "gap": self.gap,
+            "imbalance_device": float(np.max(ev.imbalance_device)),
+            "imbalance_device_mean": float(np.mean(ev.imbalance_device)),
+            "imbalance_network": ev.imbalance_network,
+            "energy_total_j": float(self.energy.sum()),
+            "compute_energy_j": float(ev.compute_energy.sum()),
+            "budget_total_j": float(self.problem.budget.sum()),
+            "solve_time_s": self.solve_time_s,
+            "build_time_s": self.build_time_s,
+            "n_devices": self.problem.n_devices,
+            "n_modalities": self.problem.n_modalities,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form printed by `dmmlkd solve --format json`."""
+        p = self.problem
+
+        def num(x: float) -> float | None:
+            return None if not math.isfinite(x) else float(x)
+
+        tau = {
+            d: {m: int(self.tau[k, j]) for j, m in enumerate(p.modalities) if p.holds[k, j]}
+            for k, d in enumerate(p.devices)
+        }
+        return {
+            "status": self.status,
+            "method": self.method,
+            "scope": p.scope,
+            "objective": self.objective,
+            "bound": num(self.bound),
+            "gap": num(self.gap),
+            "tau": tau,
+            "energy": {d: float(e) for d, e in zip(p.devices, self.energy)},
+            "imbalance": {
+                "device_max": num(float(np.max(self.evaluation.imbalance_device))),
+                "network": num(self.evaluation.imbalance_network),
+            },
+            "solve_time_s": self.solve_time_s,
+            "build_time_s": self.build_time_s,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy frame: one row per device and held modality."""
+        p = self.problem
+        k_idx, m_idx = np.nonzero(p.holds)
+        ev = self.evaluation
+        return pd.DataFrame(
+            {
+                "method": self.method,
+                "device": np.asarray(p.devices, dtype=object)[k_idx],
+                "modality": np.asarray(p.modalities, dtype=object)[m_idx],
+                "tau": self.tau[k_idx, m_idx],
+                "speed": p.speed[k_idx, m_idx],
+                "progress": ev.progress[k_idx, m_idx],
+                "device_energy_j": self.energy[k_idx],
+                "budget_j": p.budget[k_idx],
+            }
+        )

@@ -1,0 +1,226 @@
+"""Exact solution: the Pyomo model solved by HiGHS, using the structure of each scope.
+
+* Device scope: devices are independent, so the MILP separates into one small MILP per device.
+  One Pyomo model of a single device with mutable coefficients is loaded once into HiGHS through
+  Pyomo's persistent interface; each device updates the coefficients and re-solves (a monolithic
+  MILP of 200 devices still has a 1% gap after 20 s; the blocks solve in about a millisecond).
+* Network scope: devices couple only through |M| modality floors. The Lagrangian heuristic
+  gives a certified bound and an incumbent; the monolithic Pyomo model is loaded into HiGHS,
+  warm-started with that incumbent, and solved within the time limit. The reported bound is the
+  smaller of HiGHS's dual bound and the Lagrangian one, so the gap is honest and tight.
+
+``optimal`` means proven within ``mip_gap``; a time limit returns the best solution with its gap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import highspy
+import numpy as np
+from pyomo.contrib.solver.solvers.highs import Highs
+
+from allocator.errors import ProblemError
+from allocator.model import BuiltModel, build_model
+from allocator.problem import Problem
+from allocator.result import Allocation, evaluate, relative_gap, violations
+
+
+def _highs_of(solver: Highs) -> highspy.Highs:
+    # Pyomo's persistent HiGHS interface keeps the loaded highspy model here; we drive the run
+    # ourselves to pass a warm start and read the dual bound, which the interface does not.
+    return solver._solver_model
+
+
+def _column_index(solver: Highs, built: BuiltModel) -> list[int]:
+    var_map = solver._pyomo_var_to_solver_var_map
+    return [var_map[id(built.model.tau[k, m])] for k, m in built.pairs]
+
+
+def _configure(h: highspy.Highs, time_limit: float | None, mip_gap: float) -> None:
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_rel_gap", mip_gap)
+    h.setOptionValue("mip_abs_gap", 1e-9)
+    if time_limit is not None:
+        h.setOptionValue("time_limit", max(time_limit, 1e-3))
+
+
+def _warm_start(h: highspy.Highs, solver: Highs, built: BuiltModel, problem: Problem,
+                tau: np.ndarray) -> None:
+    """Give HiGHS a complete feasible point (tau, L, floors, slacks) derived from tau."""
+    ev = evaluate(problem, tau)
+    mdl = built.model
+    var_map = solver._pyomo_var_to_solver_var_map
+    index, value = [], []
+    for k, m in built.pairs:
+        index.append(var_map[id(mdl.tau[k, m])])
+        value.append(float(tau[k, m]))
+    for k in range(problem.n_devices):
+        index.append(var_map[id(mdl.L[k])])
+        value.append(float(tau[k].max()))
+    one_delta = 1.0 + problem.delta
+    if problem.scope == "device":
+        for k in range(problem.n_devices):
+            index.append(var_map[id(mdl.z[k])])
+            value.append(float(ev.floor[k]))
+        for k, m in built.pairs:
+            index.append(var_map[id(mdl.s[k, m])])
+            value.append(max(0.0, float(ev.progress[k, m] - one_delta * ev.floor[k])))
+    else:
+        z = float(ev.floor[0])
+        index.append(var_map[id(mdl.z)])
+        value.append(z)
+        for m in mdl.Mh:
+            index.append(var_map[id(mdl.s[m])])
+            value.append(max(0.0, float(ev.network_progress[m] - one_delta * z)))
+    h.setSolution(len(index), np.asarray(index, np.int32), np.asarray(value, float))
+
+
+def _run(h: highspy.Highs) -> tuple[str, np.ndarray | None, float]:
+    """Run HiGHS; return (model status name, column values or None, dual bound)."""
+    h.run()
+    info = h.getInfo()
+    status = h.modelStatusToString(h.getModelStatus())
+    values = None
+    if info.primal_solution_status == 2:
+        values = np.asarray(h.getSolution().col_value)
+    bound = info.mip_dual_bound if info.mip_node_count >= 0 else math.nan
+    return status, values, float(bound)
+
+
+def _infeasibility_error(problem: Problem) -> ProblemError:
+    short = problem.budget < problem.min_energy
+    if short.any():
+        k = int(np.argmax(short))
+        return ProblemError(f"device {problem.devices[k]!r}: budget cannot pay the cheapest round")
+    return ProblemError("the allocation MILP is infeasible (energy constraint)")
+
+
+def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
+    from allocator.solvers.breakpoint import device_best_tables
+
+    t0 = time.perf_counter()
+    warm, _ = device_best_tables(problem)  # an optimal start: HiGHS is left to prove it
+    deadline = None if time_limit is None else t0 + time_limit
+    tau = warm.copy()
+    shapes: dict[int, tuple[Problem, BuiltModel, Highs, list[int]]] = {}
+    build_s = 0.0
+    bound_total, proven, solved = 0.0, True, 0
+    one = problem.subset([0])
+    for k in range(problem.n_devices):
+        held = np.flatnonzero(problem.holds[k])
+        remaining = None if deadline is None else deadline - time.perf_counter()
+        if remaining is not None and remaining <= 0:
+            proven = False
+            bound_total = math.inf
+            break
+        key = held.size
+        if key not in shapes:
+            tb = time.perf_counter()
+            # A template device holding `key` modalities; its coefficients are overwritten below.
+            template = one.with_(
+                modalities=tuple(f"m{j}" for j in range(key)),
+                holds=np.ones((1, key), bool),
+                speed=np.ones((1, key)), forward_energy=np.ones((1, key)),
+                backward_energy=np.ones((1, key)), comm_energy=np.zeros(1),
+                budget=np.full(1, 1e9), weight=np.ones(1),
+            )
+            built = build_model(template, mutable=True)
+            solver = Highs()
+            solver.set_instance(built.model)
+            shapes[key] = (template, built, solver, _column_index(solver, built))
+            build_s += time.perf_counter() - tb
+        template, built, solver, cols = shapes[key]
+        mdl = built.model
+        for j, m in enumerate(held):
+            mdl.v[0, j] = float(problem.speed[k, m])
+            mdl.eb[0, j] = float(problem.backward_energy[k, m])
+        mdl.F[0] = float(problem.forward_sum[k])
+        mdl.cap[0] = float(problem.compute_budget[k])
+        mdl.w[0] = float(problem.weight[k])
+        mdl.eps = problem.epsilon / problem.energy_scale
+        solver.update_parameters()
+        h = _highs_of(solver)
+        _configure(h, remaining, mip_gap)
+        device_problem = problem.subset([k])
+        sub = device_problem.with_(
+            modalities=tuple(f"m{j}" for j in range(key)),
+            holds=np.ones((1, key), bool), speed=problem.speed[k:k + 1, held],
+            forward_energy=problem.forward_energy[k:k + 1, held],
+            backward_energy=problem.backward_energy[k:k + 1, held],
+        )
+        # The energy tie-break is normalised by the whole network's budget, not this device's.
+        _warm_start(h, solver, built, sub, warm[k:k + 1, held])
+        status, values, bound = _run(h)
+        if values is None:
+            raise _infeasibility_error(problem.subset([k]))
+        tau[k, held] = np.rint(values[cols]).astype(np.int64)
+        proven &= status == "Optimal"
+        bound_total += bound if math.isfinite(bound) else math.inf
+        solved += 1
+    elapsed = time.perf_counter() - t0
+    status = "optimal" if proven and solved == problem.n_devices else "time_limit"
+    alloc = Allocation(problem, tau, method="exact", status=status, bound=bound_total,
+                       solve_time_s=elapsed - build_s, build_time_s=build_s,
+                       info={"decomposition": "per device", "devices_solved": solved})
+    if status == "optimal" and alloc.gap > mip_gap + 1e-9:
+        alloc.status = "feasible"
+    return alloc
+
+
+def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
+    from allocator.solvers.lagrangian import solve_lagrangian
+
+    t0 = time.perf_counter()
+    start = solve_lagrangian(problem)
+    heuristic_s = time.perf_counter() - t0
+    lag_bound = start.bound
+    if relative_gap(start.objective, lag_bound) <= mip_gap:
+        start.method, start.status = "exact", "optimal"
+        start.info["proof"] = "lagrangian bound"
+        return start
+    tb = time.perf_counter()
+    built = build_model(problem)
+    solver = Highs()
+    solver.set_instance(built.model)
+    cols = _column_index(solver, built)
+    build_s = time.perf_counter() - tb
+    h = _highs_of(solver)
+    remaining = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+    _configure(h, remaining if remaining is None else max(remaining, 0.5), mip_gap)
+    _warm_start(h, solver, built, problem, start.tau)
+    ts = time.perf_counter()
+    status, values, highs_bound = _run(h)
+    highs_s = time.perf_counter() - ts
+    tau = start.tau
+    if values is not None:
+        candidate = np.zeros_like(tau)
+        for (k, m), c in zip(built.pairs, cols):
+            candidate[k, m] = int(round(values[c]))
+        if not violations(problem, candidate) and (
+            evaluate(problem, candidate).objective >= start.objective
+        ):
+            tau = candidate
+    bound = min(lag_bound, highs_bound) if math.isfinite(highs_bound) else lag_bound
+    alloc = Allocation(
+        problem, tau, method="exact", status="feasible", bound=bound,
+        solve_time_s=heuristic_s + highs_s, build_time_s=build_s,
+        info={"highs_status": status, "highs_bound": highs_bound, "lagrangian_bound": lag_bound,
+              "heuristic_objective": start.objective, "highs_time_s": highs_s},
+    )
+    if alloc.gap <= mip_gap + 1e-12:
+        alloc.status = "optimal"
+    elif status == "Time limit reached":
+        alloc.status = "time_limit"
+    return alloc
+
+
+def solve_exact(
+    problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-4, **_: object
+) -> Allocation:
+    """Solve the MILP with HiGHS through Pyomo, decomposed by scope (see the module docstring)."""
+    if problem.scope == "device":
+        return _solve_device_scope(problem, time_limit, mip_gap)
+    return _solve_network_scope(problem, time_limit, mip_gap)

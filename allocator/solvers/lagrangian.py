@@ -1,0 +1,347 @@
+"""Network scope: Lagrangian relaxation of the |M| modality floors, repair and local search.
+
+The network scope couples devices only through the floor constraints z <= G_m <= (1+delta) z + s_m.
+Dualising them with prices pi_m = lambda_m - rho_m leaves one small problem per device,
+
+    max_{tau, L}  sum_m (pi_m / n_m) v_km tau_km - eps' (L F_k + sum_m eb_km tau_km)
+    s.t.          L F_k + sum_m eb_km tau_km <= budget_k - comm_k,  tau_min <= tau_km <= L,
+
+solved for every device at once (integer L enumerated, tau relaxed: a fractional knapsack), so
+the dual function d(pi) = sum_k h_k(pi) is an upper bound on the MILP for every feasible pi. A
+Kelley cutting-plane method with a trust region minimises d over the (|M|-dimensional) feasible
+price set; the master LP's cut multipliers mix the device solutions into a fractional primal
+point that balances the floors. Rounding it down, filling the bottleneck modality by progress
+per joule, swapping iterations toward the bottleneck and trimming overshoot gives the integer
+table. The best dual value is the certified bound reported with it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linprog
+
+from allocator.problem import Problem
+from allocator.result import ENERGY_RTOL, Allocation, evaluate
+
+_MAX_CUTS = 60
+
+
+@dataclass
+class DualResult:
+    """Outcome of the dual minimisation: best bound, its prices, and a fractional primal."""
+
+    bound: float
+    prices: NDArray[np.float64]
+    tau_fractional: NDArray[np.float64]
+    iterations: int
+
+
+def _steps(problem: Problem) -> NDArray[np.float64]:
+    return np.arange(problem.tau_min, problem.tau_max + 1, dtype=float)
+
+
+def device_subproblems(
+    problem: Problem, unit_price: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each device's relaxed best response to progress prices: fractional tau (K, M), value (K,).
+
+    ``unit_price[m]`` is the value of one unit of v * tau on modality m (pi_m / n_m).
+    """
+    holds = problem.holds
+    eps = problem.epsilon / problem.energy_scale
+    eb = problem.backward_energy
+    gain = np.where(holds, unit_price[None, :] * problem.speed - eps * eb, 0.0)  # per iteration
+    steps = _steps(problem)
+    tmin = problem.tau_min
+    # Remaining compute budget after tau_min everywhere, for each local-iteration count L.
+    base = problem.compute_budget - tmin * eb.sum(axis=1)
+    room = base[:, None] - steps[None, :] * problem.forward_sum[:, None]  # (K, T)
+    feasible = room >= -1e-12 * np.maximum(1.0, problem.budget[:, None])
+    cap = steps - tmin  # extra units per modality allowed by L
+    # Items worth buying, best ratio first (the order does not depend on L).
+    useful = holds & (gain > 0)
+    ratio = np.where(useful, gain / np.where(holds, eb, 1.0), -np.inf)
+    order = np.argsort(-ratio, axis=1)
+    g_sorted = np.take_along_axis(np.where(useful, gain, 0.0), order, axis=1)
+    eb_sorted = np.take_along_axis(np.where(useful, eb, 0.0), order, axis=1)
+    cost_full = eb_sorted[:, None, :] * cap[None, :, None]  # (K, T, M)
+    spent_before = np.cumsum(cost_full, axis=2) - cost_full
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip((room[:, :, None] - spent_before) / cost_full, 0.0, 1.0)
+    frac = np.where(cost_full > 0, frac, 0.0)
+    extra_sorted = frac * cap[None, :, None]
+    value = (
+        (extra_sorted * g_sorted[:, None, :]).sum(axis=2)
+        + tmin * gain.sum(axis=1)[:, None]
+        - eps * steps[None, :] * problem.forward_sum[:, None]
+    )
+    value = np.where(feasible, value, -np.inf)
+    best = value.argmax(axis=1)
+    rows = np.arange(problem.n_devices)
+    extra = np.empty_like(extra_sorted[:, 0, :])
+    np.put_along_axis(extra, order, extra_sorted[rows, best], axis=1)
+    tau = np.where(holds, tmin + extra, 0.0)
+    return tau, value[rows, best]
+
+
+def _network_progress(problem: Problem, tau: NDArray[np.float64]) -> NDArray[np.float64]:
+    return (problem.speed * tau).sum(axis=0) / np.maximum(problem.holders, 1)
+
+
+def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> DualResult:
+    """Minimise the Lagrangian dual over prices with a trust-region cutting-plane method."""
+    held_mods = problem.holders > 0
+    M = int(held_mods.sum())
+    n = problem.holders[held_mods].astype(float)
+    delta, mu = problem.delta, problem.mu
+
+    def evaluate_dual(pi: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray]:
+        price = np.zeros(problem.n_modalities)
+        price[held_mods] = pi / n
+        tau, value = device_subproblems(problem, price)
+        grad = _network_progress(problem, tau)[held_mods]
+        return float(value.sum()), grad, tau
+
+    # Start: equal prices summing to 1 (delta * sum(u) = 0 <= sum(pi) - 1 = 0).
+    center = np.full(M, 1.0 / M)
+    d0, g0, t0 = evaluate_dual(center)
+    cuts_pi, cuts_d, cuts_g, cuts_tau = [center], [d0], [g0], [t0]
+    best_d, best_pi = d0, center
+    radius = max(1.0, 2.0 / M)
+    it = 0
+    weights = np.array([1.0])
+    for it in range(1, max_iter + 1):
+        # Variables: pi (M), u (M), theta. Minimise theta.
+        c = np.zeros(2 * M + 1)
+        c[-1] = 1.0
+        rows, rhs = [], []
+        for p_i, d_i, g_i in zip(cuts_pi, cuts_d, cuts_g):
+            # theta >= d_i + g_i (pi - p_i)  <=>  g_i pi - theta <= g_i p_i - d_i
+            rows.append(np.concatenate([g_i, np.zeros(M), [-1.0]]))
+            rhs.append(float(g_i @ p_i - d_i))
+        n_cuts = len(rows)
+        # u_m >= -pi_m  <=>  -pi_m - u_m <= 0
+        for m in range(M):
+            r = np.zeros(2 * M + 1)
+            r[m], r[M + m] = -1.0, -1.0
+            rows.append(r)
+            rhs.append(0.0)
+        # delta * sum(u) <= sum(pi) - 1
+        r = np.concatenate([-np.ones(M), np.full(M, delta), [0.0]])
+        rows.append(r)
+        rhs.append(-1.0)
+        # sum(pi) - 1 <= delta * M * mu (the rho_m <= mu cap on the overshoot prices)
+        rows.append(np.concatenate([np.ones(M), np.zeros(M), [0.0]]))
+        rhs.append(1.0 + delta * M * mu)
+        bounds = [
+            (max(-mu, best_pi[m] - radius), best_pi[m] + radius) for m in range(M)
+        ] + [(0.0, None)] * M + [(None, None)]
+        res = linprog(c, A_ub=np.array(rows), b_ub=np.array(rhs), bounds=bounds, method="highs")
+        if res.status != 0:
+            break
+        pi = res.x[:M]
+        model_value = res.x[-1]
+        marg = -np.asarray(res.ineqlin.marginals[:n_cuts])
+        weights = marg / marg.sum() if marg.sum() > 0 else np.eye(1, n_cuts, n_cuts - 1)[0]
+        predicted = best_d - model_value
+        if predicted <= tol * max(1.0, abs(best_d)):
+            if radius >= 1e3:
+                break
+            radius *= 4.0  # the trust region, not the model, limited the step
+            continue
+        d, g, tau = evaluate_dual(pi)
+        if d < best_d - 0.1 * predicted:
+            best_d, best_pi = d, pi  # serious step: move the centre
+            radius = min(radius * 2.0, 1e4)
+        else:
+            radius = max(radius * 0.5, 1e-6)
+        cuts_pi.append(pi)
+        cuts_d.append(d)
+        cuts_g.append(g)
+        cuts_tau.append(tau)
+        if len(cuts_pi) > _MAX_CUTS:  # keep the bundle bounded: drop the least-used old cut
+            w_full = np.concatenate([weights, [0.0]])
+            drop = int(np.argmin(w_full[:-1]))
+            for lst in (cuts_pi, cuts_d, cuts_g, cuts_tau):
+                del lst[drop]
+            weights = np.delete(w_full, drop)
+    tau_mix = np.zeros_like(cuts_tau[0])
+    w = weights[: len(cuts_tau)]
+    if w.size != len(cuts_tau) or not np.isfinite(w).all() or w.sum() <= 0:
+        w = np.zeros(len(cuts_tau))
+        w[-1] = 1.0
+    for w_i, t_i in zip(w, cuts_tau):
+        if w_i > 0:
+            tau_mix += w_i * t_i
+    full_pi = np.zeros(problem.n_modalities)
+    full_pi[held_mods] = best_pi
+    return DualResult(bound=best_d, prices=full_pi, tau_fractional=tau_mix, iterations=it)
+
+
+class _State:
+    """Integer table under repair, with its energies and network progress kept incrementally."""
+
+    def __init__(self, problem: Problem, tau: NDArray[np.int64]) -> None:
+        self.p = problem
+        self.tau = tau.astype(np.int64)
+        self.limit = problem.budget * (1 + ENERGY_RTOL) + 1e-12 - problem.comm_energy
+        self.n = np.maximum(problem.holders, 1).astype(float)
+        self.refresh()
+
+    def refresh(self) -> None:
+        p = self.p
+        self.L = self.tau.max(axis=1)
+        self.energy = self.L * p.forward_sum + (self.tau * p.backward_energy).sum(axis=1)
+        self.G = (p.speed * self.tau).sum(axis=0) / self.n
+
+    def add_cost(self, m: int) -> NDArray[np.float64]:
+        """Energy of one more iteration of modality m on each device (inf where impossible)."""
+        p = self.p
+        t = self.tau[:, m]
+        cost = p.backward_energy[:, m] + np.where(t >= self.L, p.forward_sum, 0.0)
+        ok = p.holds[:, m] & (t < p.tau_max) & (self.energy + cost <= self.limit)
+        return np.where(ok, cost, np.inf)
+
+
+def _held_min(problem: Problem, G: NDArray[np.float64]) -> tuple[int, float, float]:
+    held = problem.holders > 0
+    order = np.argsort(np.where(held, G, np.inf))
+    first = int(order[0])
+    second = float(G[order[1]]) if held.sum() > 1 else math.inf
+    return first, float(G[first]), second
+
+
+def fill_bottleneck(state: _State) -> None:
+    """Raise the lowest network progress by progress per joule, in batches, until stuck."""
+    p = state.p
+    for _ in range(100_000):
+        m, g_min, g_next = _held_min(p, state.G)
+        cost = state.add_cost(m)
+        ok = np.isfinite(cost)
+        if not ok.any():
+            return
+        value = np.where(ok, p.speed[:, m] / cost, -np.inf)
+        order = np.argsort(-value)[: int(ok.sum())]
+        need = (g_next - g_min) * state.n[m] if math.isfinite(g_next) else math.inf
+        gains = np.cumsum(p.speed[order, m])
+        count = int(np.searchsorted(gains, need, side="left")) + 1
+        # Small batches near the end keep the choice of device sharp.
+        count = max(1, min(count, order.size, max(1, order.size // 8)))
+        chosen = order[:count]
+        state.tau[chosen, m] += 1
+        state.refresh()
+
+
+def swap_toward_bottleneck(state: _State, max_moves: int = 20_000) -> None:
+    """Move single iterations from non-bottleneck modalities to the bottleneck, same device."""
+    p = state.p
+    eps_scale = p.epsilon / p.energy_scale
+    for _ in range(max_moves):
+        m, g_min, g_next = _held_min(p, state.G)
+        best_val, best_move = 0.0, None
+        for m2 in range(p.n_modalities):
+            if m2 == m or p.holders[m2] == 0:
+                continue
+            can = p.holds[:, m] & p.holds[:, m2] & (state.tau[:, m] < p.tau_max)
+            can &= state.tau[:, m2] > p.tau_min
+            if not can.any():
+                continue
+            tau_new_m = state.tau[:, m] + 1
+            tau_new_m2 = state.tau[:, m2] - 1
+            rest = np.delete(state.tau, [m, m2], axis=1).max(axis=1, initial=0)
+            L_new = np.maximum(np.maximum(tau_new_m, tau_new_m2), rest)
+            e_new = (
+                state.energy
+                + p.backward_energy[:, m]
+                - p.backward_energy[:, m2]
+                + (L_new - state.L) * p.forward_sum
+            )
+            can &= e_new <= state.limit
+            drop = p.speed[:, m2] / state.n[m2]
+            rise = p.speed[:, m] / state.n[m]
+            # The move must raise the minimum: m2 must stay above the new level of m.
+            new_min = np.minimum(g_min + rise, np.minimum(g_next, state.G[m2] - drop))
+            gain = new_min - g_min - eps_scale * (e_new - state.energy)
+            gain = np.where(can, gain, -np.inf)
+            k = int(np.argmax(gain))
+            if gain[k] > best_val + 1e-15:
+                best_val, best_move = gain[k], (k, m, m2)
+        if best_move is None:
+            return
+        k, m, m2 = best_move
+        state.tau[k, m] += 1
+        state.tau[k, m2] -= 1
+        state.refresh()
+        fill_bottleneck(state)
+
+
+def trim_overshoot(state: _State) -> None:
+    """Remove iterations that only add overshoot penalty and energy (keep G_m >= (1+delta) z)."""
+    p = state.p
+    for _ in range(100_000):
+        _, z, _ = _held_min(p, state.G)
+        target = (1 + p.delta) * z
+        over = (p.holders > 0) & (state.G > target + 1e-15)
+        if not over.any():
+            return
+        moved = False
+        for m in np.flatnonzero(over):
+            drop = p.speed[:, m] / state.n[m]
+            can = p.holds[:, m] & (state.tau[:, m] > p.tau_min)
+            # Dropping below the floor would lower z: forbid.
+            can &= state.G[m] - drop >= z - 1e-15
+            if not can.any():
+                continue
+            k = int(np.argmax(np.where(can, p.backward_energy[:, m], -np.inf)))
+            state.tau[k, m] -= 1
+            moved = True
+        if not moved:
+            return
+        state.refresh()
+
+
+def improve(problem: Problem, tau: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Repair-and-improve an integer table (fill, swap, trim), keeping the best one seen."""
+    state = _State(problem, tau)
+    best = state.tau.copy()
+    best_obj = evaluate(problem, best).objective
+    for step in (fill_bottleneck, swap_toward_bottleneck, trim_overshoot):
+        step(state)
+        obj = evaluate(problem, state.tau).objective
+        if obj >= best_obj:
+            best, best_obj = state.tau.copy(), obj
+        else:
+            state = _State(problem, best.copy())
+    return best
+
+
+def round_down(problem: Problem, tau_frac: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Integer table below a fractional one (energy can only drop), clipped to the bounds."""
+    tau = np.floor(tau_frac + 1e-9)
+    tau = np.clip(tau, problem.tau_min, problem.tau_max)
+    return np.where(problem.holds, tau, 0).astype(np.int64)
+
+
+def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
+    """Network-scope heuristic with a certified bound (Lagrangian dual + repair + local search)."""
+    if problem.scope != "network":
+        raise ValueError("the Lagrangian heuristic solves the network scope")
+    start = time.perf_counter()
+    dual = minimise_dual(problem)
+    tau = improve(problem, round_down(problem, dual.tau_fractional))
+    elapsed = time.perf_counter() - start
+    return Allocation(
+        problem,
+        tau,
+        method="heuristic",
+        status="feasible",
+        bound=dual.bound,
+        solve_time_s=elapsed,
+        info={"algorithm": "lagrangian", "dual_iterations": dual.iterations,
+              "prices": dual.prices.tolist()},
+    )

@@ -1,0 +1,23 @@
+"""The no-balance baseline: the same tau for every held modality, as large as energy allows."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from allocator.problem import Problem
+from allocator.result import ENERGY_RTOL, Allocation
+
+
+def solve_uniform(problem: Problem, **_: object) -> Allocation:
+    """Per device the largest common tau in [tau_min, tau_max] within its budget."""
+    start = time.perf_counter()
+    per_iter = problem.forward_sum + problem.backward_energy.sum(axis=1)
+    room = problem.compute_budget * (1 + ENERGY_RTOL) + 1e-12
+    t = np.floor(room / per_iter)
+    t = np.clip(t, problem.tau_min, problem.tau_max)
+    tau = np.where(problem.holds, t[:, None], 0).astype(np.int64)
+    return Allocation(
+        problem, tau, method="uniform", status="feasible", solve_time_s=time.perf_counter() - start
+    )
