@@ -107,7 +107,7 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     tau = warm.copy()
     shapes: dict[int, tuple[Problem, BuiltModel, Highs, list[int]]] = {}
     build_s = 0.0
-    bound_total, proven, solved = 0.0, True, 0
+    bound_total, proven, solved, highs_total = 0.0, True, 0, 0.0
     one = problem.subset([0])
     for k in range(problem.n_devices):
         held = np.flatnonzero(problem.holds[k])
@@ -157,6 +157,7 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
         if values is None:
             raise _infeasibility_error(problem.subset([k]))
         tau[k, held] = np.rint(values[cols]).astype(np.int64)
+        highs_total += h.getInfo().objective_function_value
         proven &= status == "Optimal"
         bound_total += bound if math.isfinite(bound) else math.inf
         solved += 1
@@ -164,7 +165,8 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     status = "optimal" if proven and solved == problem.n_devices else "time_limit"
     alloc = Allocation(problem, tau, method="exact", status=status, bound=bound_total,
                        solve_time_s=elapsed - build_s, build_time_s=build_s,
-                       info={"decomposition": "per device", "devices_solved": solved})
+                       info={"decomposition": "per device", "devices_solved": solved,
+                             "highs_objective": highs_total})
     if status == "optimal" and alloc.gap > mip_gap + 1e-9:
         alloc.status = "feasible"
     return alloc
@@ -194,6 +196,7 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
     ts = time.perf_counter()
     status, values, highs_bound = _run(h)
     highs_s = time.perf_counter() - ts
+    highs_objective = h.getInfo().objective_function_value if values is not None else math.nan
     tau = start.tau
     if values is not None:
         candidate = np.zeros_like(tau)
@@ -207,10 +210,12 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
     alloc = Allocation(
         problem, tau, method="exact", status="feasible", bound=bound,
         solve_time_s=heuristic_s + highs_s, build_time_s=build_s,
-        info={"highs_status": status, "highs_bound": highs_bound, "lagrangian_bound": lag_bound,
+        info={"highs_status": status, "highs_objective": highs_objective,
+              "highs_bound": highs_bound, "lagrangian_bound": lag_bound,
               "heuristic_objective": start.objective, "highs_time_s": highs_s},
     )
-    if alloc.gap <= mip_gap + 1e-12:
+    # HiGHS "Optimal" means its tree is exhausted (proven up to its tolerances).
+    if alloc.gap <= mip_gap + 1e-12 or status == "Optimal":
         alloc.status = "optimal"
     elif status == "Time limit reached":
         alloc.status = "time_limit"

@@ -115,7 +115,7 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> D
     radius = max(1.0, 2.0 / M)
     it = 0
     weights = np.array([1.0])
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - reported after the loop
         # Variables: pi (M), u (M), theta. Minimise theta.
         c = np.zeros(2 * M + 1)
         c[-1] = 1.0

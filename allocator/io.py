@@ -1,0 +1,218 @@
+"""Problem files: TOML or JSON with one structure ([problem] options, [[devices]] entries)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allocator.energy import COMM_FIELDS, COMPUTE_FIELDS, iteration_energies, round_comm_energy
+from allocator.errors import ProblemError
+from allocator.problem import Problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon")
+_DEFAULTS = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1, "mu": 5.0,
+             "epsilon": 1e-3}
+
+
+def parse_text(text: str, fmt: str, source: str = "input") -> dict[str, Any]:
+    """Parse TOML or JSON text into a dict (ProblemError naming the source when it is neither)."""
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProblemError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    elif fmt == "toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProblemError(f"{source}: not valid TOML ({exc})") from None
+    else:
+        raise ProblemError(f"{source}: unknown format {fmt!r} (use toml or json)")
+    if not isinstance(data, dict):
+        raise ProblemError(f"{source}: the top level must be a table/object")
+    return data
+
+
+def read_problem(path: str | os.PathLike[str]) -> Problem:
+    """Read and validate a problem file (format from the suffix; .json or else TOML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProblemError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        data = parse_text(text, "json", str(path))
+    elif suffix == ".toml":
+        data = parse_text(text, "toml", str(path))
+    else:
+        try:
+            data = parse_text(text, "json", str(path))
+        except ProblemError:
+            try:
+                data = parse_text(text, "toml", str(path))
+            except ProblemError:
+                raise ProblemError(f"{path}: neither valid TOML nor JSON") from None
+    return problem_from_dict(data, source=str(path))
+
+
+def _list(entry: Mapping[str, Any], key: str, n: int, where: str) -> list[float]:
+    if key not in entry:
+        raise ProblemError(f"{where}: missing field {key!r}")
+    value = entry[key]
+    if not isinstance(value, list):
+        raise ProblemError(f"{where}: {key} must be a list")
+    if len(value) != n:
+        raise ProblemError(
+            f"{where}: {key} has {len(value)} values but the device holds {n} modalities"
+        )
+    try:
+        return [float(x) for x in value]
+    except (TypeError, ValueError):
+        raise ProblemError(f"{where}: {key} must hold numbers") from None
+
+
+def _number(entry: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
+    if key not in entry:
+        if default is None:
+            raise ProblemError(f"{where}: missing field {key!r}")
+        return default
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProblemError(f"{where}: {key} must be a number (got {value!r})")
+    if not math.isfinite(value):
+        raise ProblemError(f"{where}: {key} must be finite")
+    return float(value)
+
+
+def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Problem:
+    """Build a Problem from the file structure; every error names the field or device."""
+    head = data.get("problem")
+    if not isinstance(head, Mapping):
+        raise ProblemError(f"{source}: missing [problem] table")
+    unknown = set(head) - set(PROBLEM_OPTIONS) - {"modalities"}
+    if unknown:
+        raise ProblemError(f"{source}: unknown field problem.{sorted(unknown)[0]}")
+    if "modalities" not in head:
+        raise ProblemError(f"{source}: missing field problem.modalities")
+    modalities = head["modalities"]
+    if not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities):
+        raise ProblemError(f"{source}: problem.modalities must be a list of names")
+    options: dict[str, Any] = {}
+    for key in PROBLEM_OPTIONS:
+        if key == "scope":
+            options[key] = head.get(key, _DEFAULTS[key])
+        else:
+            options[key] = _number(head, key, f"{source}: problem", _DEFAULTS[key])
+    devices = data.get("devices")
+    if not isinstance(devices, list) or not devices:
+        raise ProblemError(f"{source}: missing [[devices]] entries")
+    index = {m: j for j, m in enumerate(modalities)}
+    K, M = len(devices), len(modalities)
+    holds = np.zeros((K, M), bool)
+    speed, fwd, bwd = np.zeros((K, M)), np.zeros((K, M)), np.zeros((K, M))
+    comm, budget, weight = np.zeros(K), np.zeros(K), np.ones(K)
+    names = []
+    for k, entry in enumerate(devices):
+        if not isinstance(entry, Mapping):
+            raise ProblemError(f"{source}: devices[{k}] must be a table")
+        name = str(entry.get("name", f"dev{k}"))
+        where = f"device {name!r}"
+        names.append(name)
+        held = entry.get("modalities")
+        if not isinstance(held, list) or not held:
+            raise ProblemError(f"{where}: missing field 'modalities' (non-empty list)")
+        for m in held:
+            if m not in index:
+                raise ProblemError(f"{where}: unknown modality {m!r} (not in problem.modalities)")
+        if len(set(held)) != len(held):
+            raise ProblemError(f"{where}: a modality is listed twice")
+        cols = [index[m] for m in held]
+        holds[k, cols] = True
+        speed[k, cols] = _list(entry, "speed", len(held), where)
+        if "forward_energy" in entry or not any(f in entry for f in COMPUTE_FIELDS):
+            fwd[k, cols] = _list(entry, "forward_energy", len(held), where)
+            bwd[k, cols] = _list(entry, "backward_energy", len(held), where)
+        else:
+            fwd[k, cols], bwd[k, cols] = iteration_energies(entry, len(held), where)
+        if "comm_energy" in entry or not any(f in entry for f in COMM_FIELDS):
+            comm[k] = _number(entry, "comm_energy", where)
+        else:
+            comm[k] = round_comm_energy(entry, where)
+        budget[k] = _number(entry, "budget", where)
+        weight[k] = _number(entry, "weight", where, 1.0)
+    return Problem(
+        modalities=tuple(modalities), devices=tuple(names), holds=holds, speed=speed,
+        forward_energy=fwd, backward_energy=bwd, comm_energy=comm, budget=budget, weight=weight,
+        **options,
+    )
+
+
+def problem_to_dict(problem: Problem) -> dict[str, Any]:
+    """The file structure of a problem (derived energies), the inverse of problem_from_dict."""
+    head: dict[str, Any] = {"scope": problem.scope, "tau_min": problem.tau_min,
+                            "tau_max": problem.tau_max, "delta": problem.delta, "mu": problem.mu,
+                            "epsilon": problem.epsilon, "modalities": list(problem.modalities)}
+    devices = []
+    for k, name in enumerate(problem.devices):
+        cols = np.flatnonzero(problem.holds[k])
+        entry: dict[str, Any] = {
+            "name": name,
+            "modalities": [problem.modalities[j] for j in cols],
+            "speed": problem.speed[k, cols].tolist(),
+            "forward_energy": problem.forward_energy[k, cols].tolist(),
+            "backward_energy": problem.backward_energy[k, cols].tolist(),
+            "comm_energy": float(problem.comm_energy[k]),
+            "budget": float(problem.budget[k]),
+        }
+        if problem.weight[k] != 1.0:
+            entry["weight"] = float(problem.weight[k])
+        devices.append(entry)
+    return {"problem": head, "devices": devices}
+
+
+def dumps_problem(problem: Problem, fmt: str = "toml") -> str:
+    """Serialise a problem as TOML or JSON text."""
+    data = problem_to_dict(problem)
+    if fmt == "json":
+        return json.dumps(data, indent=1)
+    if fmt == "toml":
+        import tomli_w
+
+        return tomli_w.dumps(data)
+    raise ProblemError(f"format must be toml or json (got {fmt!r})")
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a file so that it is either complete or absent (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_problem(problem: Problem, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+    """Write a problem file atomically (format from the suffix unless given)."""
+    fmt = fmt or ("json" if str(path).lower().endswith(".json") else "toml")
+    atomic_write_text(path, dumps_problem(problem, fmt))

@@ -1,0 +1,146 @@
+"""Every solver against brute-force enumeration on tiny instances, and feasibility everywhere."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from allocator import Problem, evaluate, generate_problem, solve, violations
+from allocator.matrix import build_highs
+
+
+def brute_force(problem: Problem) -> tuple[float, np.ndarray]:
+    """Best objective over every integer table in the bounds (feasible ones only)."""
+    pairs = list(zip(*np.nonzero(problem.holds)))
+    values = range(problem.tau_min, problem.tau_max + 1)
+    best, best_tau = -np.inf, None
+    for combo in itertools.product(values, repeat=len(pairs)):
+        tau = np.zeros(problem.holds.shape, dtype=int)
+        for (k, m), t in zip(pairs, combo):
+            tau[k, m] = t
+        if violations(problem, tau):
+            continue
+        obj = evaluate(problem, tau).objective
+        if obj > best:
+            best, best_tau = obj, tau
+    return best, best_tau
+
+
+def tiny_problem(seed: int, scope: str, devices: int = 2, modalities: int = 3) -> Problem:
+    rng = np.random.default_rng(seed)
+    return generate_problem(
+        devices=devices, modalities=modalities, scope=scope, seed=seed, tau_max=int(rng.integers(3, 6)),
+        budget_scale=float(rng.uniform(0.3, 1.5)), missing_rate=float(rng.uniform(0, 0.4)),
+        delta=float(rng.choice([0.0, 0.1, 0.3])), mu=float(rng.choice([0.5, 5.0])),
+    )
+
+
+@pytest.mark.parametrize("scope", ["device", "network"])
+@pytest.mark.parametrize("seed", range(12))
+def test_exact_matches_brute_force(scope: str, seed: int) -> None:
+    problem = tiny_problem(seed, scope)
+    best, _ = brute_force(problem)
+    alloc = solve(problem, "exact", mip_gap=1e-9)
+    assert not violations(problem, alloc.tau)
+    assert alloc.status == "optimal"
+    assert alloc.objective == pytest.approx(best, rel=1e-7, abs=1e-9)
+    assert alloc.bound >= best - 1e-7 * max(1.0, abs(best))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_device_heuristic_is_exact(seed: int) -> None:
+    """The breakpoint enumeration is provably exact in the device scope."""
+    problem = tiny_problem(seed, "device", devices=2)
+    best, _ = brute_force(problem)
+    alloc = solve(problem, "heuristic")
+    assert alloc.objective == pytest.approx(best, rel=1e-9, abs=1e-12)
+    assert alloc.gap == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_network_heuristic_bound_is_valid_and_close(seed: int) -> None:
+    problem = tiny_problem(seed, "network", devices=3, modalities=2)
+    best, _ = brute_force(problem)
+    alloc = solve(problem, "heuristic")
+    assert not violations(problem, alloc.tau)
+    # The Lagrangian bound really bounds the optimum; the solution is within it.
+    assert alloc.bound >= best - 1e-9 * max(1.0, abs(best))
+    assert alloc.objective <= best + 1e-12
+    assert alloc.objective >= best - 0.15 * abs(best)
+
+
+problems = st.builds(
+    lambda seed, scope, k, m, missing, scale: generate_problem(
+        devices=k, modalities=m, scope=scope, seed=seed, missing_rate=missing, budget_scale=scale
+    ),
+    seed=st.integers(0, 10_000),
+    scope=st.sampled_from(["device", "network"]),
+    k=st.integers(1, 30),
+    m=st.integers(1, 5),
+    missing=st.floats(0.0, 0.6),
+    scale=st.floats(0.05, 3.0),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems, method=st.sampled_from(["heuristic", "proportional", "uniform"]))
+def test_every_method_is_feasible(problem: Problem, method: str) -> None:
+    alloc = solve(problem, method)
+    assert violations(problem, alloc.tau) == []
+    assert alloc.objective == pytest.approx(evaluate(problem, alloc.tau).objective)
+    if np.isfinite(alloc.bound):
+        assert alloc.objective <= alloc.bound + 1e-9 * max(1.0, abs(alloc.bound))
+
+
+@pytest.mark.parametrize("scope", ["device", "network"])
+def test_exact_objective_recomputation_matches_solver(scope: str) -> None:
+    problem = generate_problem(devices=8, modalities=3, scope=scope, seed=5)
+    alloc = solve(problem, "exact", time_limit=20)
+    assert violations(problem, alloc.tau) == []
+    assert alloc.info["highs_objective"] == pytest.approx(alloc.objective, rel=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["device", "network"])
+def test_heuristic_within_one_percent_of_exact(scope: str) -> None:
+    for seed in range(3):
+        problem = generate_problem(devices=12, modalities=4, scope=scope, seed=seed)
+        exact = solve(problem, "exact", time_limit=20, mip_gap=1e-6)
+        heur = solve(problem, "heuristic")
+        assert heur.objective >= exact.objective - 0.01 * abs(exact.objective)
+
+
+@pytest.mark.parametrize("scope", ["device", "network"])
+def test_pyomo_model_and_direct_matrix_agree(scope: str) -> None:
+    problem = generate_problem(devices=4, modalities=3, scope=scope, seed=11, tau_max=6)
+    h, _ = build_highs(problem)
+    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.setOptionValue("mip_abs_gap", 1e-12)
+    h.run()
+    exact = solve(problem, "exact", mip_gap=1e-9)
+    assert h.getInfo().objective_function_value == pytest.approx(exact.objective, rel=1e-5)
+
+
+def test_heuristic_never_worse_than_baselines() -> None:
+    for scope in ("device", "network"):
+        problem = generate_problem(devices=50, modalities=4, scope=scope, seed=2)
+        heur = solve(problem, "heuristic").objective
+        for base in ("proportional", "uniform"):
+            assert heur >= solve(problem, base).objective - 1e-12
+
+
+def test_uniform_is_uniform_and_maximal() -> None:
+    problem = generate_problem(devices=20, modalities=3, seed=4, tau_max=30)
+    alloc = solve(problem, "uniform")
+    tau = alloc.tau
+    for k in range(problem.n_devices):
+        held = tau[k][problem.holds[k]]
+        assert len(set(held.tolist())) == 1
+        if held[0] < problem.tau_max:  # one more everywhere would break the budget
+            bigger = np.where(problem.holds[k], held[0] + 1, 0)
+            trial = tau.copy()
+            trial[k] = bigger
+            assert violations(problem, trial)
