@@ -37,6 +37,13 @@ def random_availability(
     return holds
 
 
+def _sig(x: np.ndarray, digits: int = 6, up: bool = False) -> np.ndarray:
+    """Round to significant digits (upwards with ``up``, so a budget never shrinks)."""
+    x = np.asarray(x, float)
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(np.where(x == 0, 1.0, x)))))
+    return (np.ceil(x * scale) if up else np.round(x * scale)) / scale
+
+
 def generate_problem(
     devices: int = 10,
     modalities: int = 4,
@@ -87,6 +94,10 @@ def generate_problem(
     compute_budget = np.maximum(
         budget_scale * reference * rng.uniform(0.6, 1.4, size=K), floor_compute * (1 + 1e-6)
     )
+    # Six significant digits: plenty for energies, and files a third the size (fast to parse).
+    forward, backward, comm = _sig(forward), _sig(backward), _sig(comm)
+    floor_total = comm + tau_min * np.where(holds, forward + backward, 0.0).sum(axis=1)
+    budget = np.maximum(_sig(comm + compute_budget, up=True), _sig(floor_total, up=True))
     return Problem(
         modalities=tuple(modality_names(M)),
         devices=tuple(f"dev{k}" for k in range(K)),
@@ -95,7 +106,7 @@ def generate_problem(
         forward_energy=forward,
         backward_energy=backward,
         comm_energy=comm,
-        budget=comm + compute_budget,
+        budget=budget,
         scope=scope,
         tau_min=tau_min,
         tau_max=tau_max,

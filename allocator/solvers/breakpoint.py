@@ -5,7 +5,7 @@ tau(z)_m = max(tau_min, ceil(z / v_m)) is componentwise <= tau*, has the same fl
 modality attaining it keeps its count), so it spends no more energy, overshoots (1 + delta) z by
 no more, and is feasible. Hence the optimum is among the M x (tau_max - tau_min + 1) candidates
 z = v_m t, each completed by tau(z). Devices are independent in this scope, so the whole network
-is one (K, C, M) array computation, chunked to bound memory.
+is one vectorised sweep over the candidates.
 """
 
 from __future__ import annotations
@@ -18,57 +18,53 @@ from numpy.typing import NDArray
 from allocator.problem import Problem
 from allocator.result import ENERGY_RTOL, Allocation
 
-# Devices per chunk: (chunk x candidates x modalities) float64 arrays stay around 50 MB.
-_CHUNK_ELEMENTS = 6_000_000
-
-
-def min_counts_for_floor(
-    floor: NDArray[np.float64], speed: NDArray[np.float64], tau_min: int
-) -> NDArray[np.float64]:
-    """Smallest counts with v * tau >= floor and tau >= tau_min (float array, may exceed tau_max)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = floor / speed
-    # A relative tolerance keeps the modality that defines the floor at exactly its own count.
-    need = np.ceil(ratio - 1e-9 * np.maximum(1.0, np.abs(ratio)))
-    return np.maximum(need, tau_min)
-
 
 def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Optimal tau (K, M) of every device and its objective contribution (K,)."""
+    """Optimal tau (K, M) of every device and its objective contribution (K,).
+
+    Streams over the candidates (modality j, count t): for each, every device holding j gets
+    z = v_j t, its completed table, energy and value, and keeps the best so far. Counts grow
+    with t, so a device infeasible at t is dropped for larger t (most of the work, saved).
+    """
     K, M = problem.holds.shape
-    steps = np.arange(problem.tau_min, problem.tau_max + 1, dtype=float)
-    C = M * steps.size
-    chunk = max(1, _CHUNK_ELEMENTS // (C * M))
-    tau_out = np.zeros((K, M), dtype=np.int64)
-    value_out = np.full(K, -np.inf)
-    eps_scale = problem.epsilon / problem.energy_scale
-    for start in range(0, K, chunk):
-        sl = slice(start, min(K, start + chunk))
-        holds = problem.holds[sl]
-        speed = problem.speed[sl]
-        # Candidate floors z = v_m * t for held m: shape (k, C); unheld ones are masked out.
-        floors = (speed[:, :, None] * steps[None, None, :]).reshape(-1, C)
-        cand_ok = np.repeat(holds, steps.size, axis=1)
-        safe_speed = np.where(holds, speed, 1.0)
-        tau = min_counts_for_floor(floors[:, :, None], safe_speed[:, None, :], problem.tau_min)
-        tau = np.where(holds[:, None, :], tau, 0.0)  # (k, C, M)
-        ok = cand_ok & (tau.max(axis=2) <= problem.tau_max)
-        compute = tau.max(axis=2) * problem.forward_sum[sl, None] + (
-            tau * problem.backward_energy[sl, None, :]
-        ).sum(axis=2)
-        total = compute + problem.comm_energy[sl, None]
-        ok &= total <= problem.budget[sl, None] * (1 + ENERGY_RTOL) + 1e-12
-        progress = tau * speed[:, None, :]
-        floor = np.where(holds[:, None, :], progress, np.inf).min(axis=2)
-        over = np.maximum(progress - (1 + problem.delta) * floor[:, :, None], 0.0)
-        over = np.where(holds[:, None, :], over, 0.0).sum(axis=2)
-        value = problem.weight[sl, None] * floor - problem.mu * over - eps_scale * compute
-        value = np.where(ok, value, -np.inf)
-        best = value.argmax(axis=1)
-        rows = np.arange(best.size)
-        tau_out[sl] = tau[rows, best].astype(np.int64)
-        value_out[sl] = value[rows, best]
-    return tau_out, value_out
+    holds = problem.holds
+    tmin, tmax = problem.tau_min, problem.tau_max
+    speed = problem.speed
+    # (1 - 1e-9) keeps the modality defining the floor at exactly its own count under ceil().
+    inv_speed = np.where(holds, (1 - 1e-9) / np.where(holds, speed, 1.0), 0.0)
+    limit = problem.budget * (1 + ENERGY_RTOL) + 1e-12 - problem.comm_energy
+    eps = problem.epsilon / problem.energy_scale
+    one_delta, mu = 1.0 + problem.delta, problem.mu
+    best_val = np.full(K, -np.inf)
+    best_tau = np.full((K, M), float(tmin))
+    for j in range(M):
+        rows = np.flatnonzero(holds[:, j])
+        inv_r, eb_r = inv_speed[rows], problem.backward_energy[rows]
+        fwd_r, sp_r, lim_r = problem.forward_sum[rows], speed[rows], limit[rows]
+        w_r, v_j = problem.weight[rows], speed[rows, j]
+        for t in range(tmin, tmax + 1):
+            floor = v_j * t
+            tau = np.ceil(floor[:, None] * inv_r)  # unheld columns: 0 -> tau_min, no cost
+            np.maximum(tau, tmin, out=tau)
+            local = tau.max(axis=1)
+            energy = local * fwd_r + (tau * eb_r).sum(axis=1)
+            ok = (local <= tmax) & (energy <= lim_r)
+            if not ok.all():
+                if not ok.any():
+                    break
+                rows, inv_r, eb_r, fwd_r, sp_r = rows[ok], inv_r[ok], eb_r[ok], fwd_r[ok], sp_r[ok]
+                lim_r, w_r, v_j = lim_r[ok], w_r[ok], v_j[ok]
+                floor, tau, energy = floor[ok], tau[ok], energy[ok]
+            # Unheld columns have speed 0, so their overshoot is negative and clipped away.
+            over = tau * sp_r - (one_delta * floor)[:, None]
+            np.maximum(over, 0.0, out=over)
+            value = w_r * floor - mu * over.sum(axis=1) - eps * energy
+            better = value > best_val[rows]
+            chosen = rows[better]
+            best_val[chosen] = value[better]
+            best_tau[chosen] = tau[better]
+    best_tau[~holds] = 0
+    return best_tau.astype(np.int64), best_val
 
 
 def solve_breakpoint(problem: Problem, **_: object) -> Allocation:
