@@ -193,11 +193,32 @@ class _State:
         self.n = np.maximum(problem.holders, 1).astype(float)
         self.refresh()
 
+    @property
+    def top_count(self) -> NDArray[np.int64]:
+        """How many held modalities of each device run L_k iterations."""
+        return (np.where(self.p.holds, self.tau, -1) == self.L[:, None]).sum(axis=1)
+
+    @property
+    def second(self) -> NDArray[np.int64]:
+        """Largest count strictly below L_k per device (tau_min when none)."""
+        below = np.where(self.p.holds & (self.tau < self.L[:, None]), self.tau, self.p.tau_min)
+        return below.max(axis=1)
+
     def refresh(self) -> None:
         p = self.p
         self.L = self.tau.max(axis=1)
         self.energy = self.L * p.forward_sum + (self.tau * p.backward_energy).sum(axis=1)
         self.G = (p.speed * self.tau).sum(axis=0) / self.n
+
+    def change(self, rows: NDArray[np.int64], m: int, step: int) -> None:
+        """Add ``step`` iterations of modality m on some devices, updating the sums in place."""
+        p = self.p
+        self.tau[rows, m] += step
+        self.G[m] += step * p.speed[rows, m].sum() / self.n[m]
+        self.L[rows] = self.tau[rows].max(axis=1)
+        self.energy[rows] = self.L[rows] * p.forward_sum[rows] + (
+            self.tau[rows] * p.backward_energy[rows]
+        ).sum(axis=1)
 
     def add_cost(self, m: int) -> NDArray[np.float64]:
         """Energy of one more iteration of modality m on each device (inf where impossible)."""
@@ -232,18 +253,22 @@ def fill_bottleneck(state: _State) -> None:
         count = int(np.searchsorted(gains, need, side="left")) + 1
         # Small batches near the end keep the choice of device sharp.
         count = max(1, min(count, order.size, max(1, order.size // 8)))
-        chosen = order[:count]
-        state.tau[chosen, m] += 1
-        state.refresh()
+        state.change(order[:count], m, +1)
 
 
-def swap_toward_bottleneck(state: _State, max_moves: int = 20_000) -> None:
-    """Move single iterations from non-bottleneck modalities to the bottleneck, same device."""
+def swap_toward_bottleneck(state: _State, max_rounds: int = 5_000) -> None:
+    """Move iterations from non-bottleneck modalities to the bottleneck on the same devices.
+
+    Each round picks the modality pair whose best single move raises the minimum most, then
+    applies that move on as many devices as keep the order (the bottleneck stays below the
+    next-lowest modality and the donor stays above it), so large networks need few rounds.
+    """
     p = state.p
     eps_scale = p.epsilon / p.energy_scale
-    for _ in range(max_moves):
+    for _ in range(max_rounds):
         m, g_min, g_next = _held_min(p, state.G)
-        best_val, best_move = 0.0, None
+        best_val, best = 0.0, None
+        top_count, second = state.top_count, state.second
         for m2 in range(p.n_modalities):
             if m2 == m or p.holders[m2] == 0:
                 continue
@@ -251,32 +276,35 @@ def swap_toward_bottleneck(state: _State, max_moves: int = 20_000) -> None:
             can &= state.tau[:, m2] > p.tau_min
             if not can.any():
                 continue
-            tau_new_m = state.tau[:, m] + 1
-            tau_new_m2 = state.tau[:, m2] - 1
-            rest = np.delete(state.tau, [m, m2], axis=1).max(axis=1, initial=0)
-            L_new = np.maximum(np.maximum(tau_new_m, tau_new_m2), rest)
-            e_new = (
-                state.energy
-                + p.backward_energy[:, m]
-                - p.backward_energy[:, m2]
-                + (L_new - state.L) * p.forward_sum
-            )
-            can &= e_new <= state.limit
+            # L after the move: only the donor column can have been the unique maximum.
+            L_new = np.maximum(state.L, state.tau[:, m] + 1)
+            donor_top = (state.tau[:, m2] == state.L) & (top_count == 1)
+            lowered = np.maximum(np.maximum(state.tau[:, m] + 1, state.tau[:, m2] - 1), second)
+            L_new = np.where(donor_top, lowered, L_new)
+            e_delta = (p.backward_energy[:, m] - p.backward_energy[:, m2]
+                       + (L_new - state.L) * p.forward_sum)
+            can &= state.energy + e_delta <= state.limit
             drop = p.speed[:, m2] / state.n[m2]
             rise = p.speed[:, m] / state.n[m]
-            # The move must raise the minimum: m2 must stay above the new level of m.
+            # A single move must raise the minimum: m2 must stay above the new level of m.
             new_min = np.minimum(g_min + rise, np.minimum(g_next, state.G[m2] - drop))
-            gain = new_min - g_min - eps_scale * (e_new - state.energy)
-            gain = np.where(can, gain, -np.inf)
+            gain = np.where(can, new_min - g_min - eps_scale * e_delta, -np.inf)
             k = int(np.argmax(gain))
             if gain[k] > best_val + 1e-15:
-                best_val, best_move = gain[k], (k, m, m2)
-        if best_move is None:
+                best_val, best = gain[k], (m2, gain, rise, drop)
+        if best is None:
             return
-        k, m, m2 = best_move
-        state.tau[k, m] += 1
-        state.tau[k, m2] -= 1
-        state.refresh()
+        m2, gain, rise, drop = best
+        order = np.argsort(-gain)
+        order = order[gain[order] > 1e-15]
+        cum_rise = np.cumsum(rise[order])
+        cum_drop = np.cumsum(drop[order])
+        room = max(g_next - g_min, float(rise[order[0]]))
+        keep = (cum_rise <= room + 1e-15) & (state.G[m2] - cum_drop >= g_min + cum_rise - 1e-15)
+        count = max(1, int(np.argmin(keep)) if not keep.all() else keep.size)
+        chosen = order[:count]
+        state.change(chosen, m, +1)
+        state.change(chosen, m2, -1)
         fill_bottleneck(state)
 
 
@@ -298,11 +326,10 @@ def trim_overshoot(state: _State) -> None:
             if not can.any():
                 continue
             k = int(np.argmax(np.where(can, p.backward_energy[:, m], -np.inf)))
-            state.tau[k, m] -= 1
+            state.change(np.array([k]), m, -1)
             moved = True
         if not moved:
             return
-        state.refresh()
 
 
 def improve(problem: Problem, tau: NDArray[np.int64]) -> NDArray[np.int64]:

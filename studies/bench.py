@@ -1,0 +1,155 @@
+"""Allocator benchmarks: model-build, HiGHS and heuristic times and gaps over problem sizes.
+
+Numbers are printed and written as Markdown; nothing here is a timed unit test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from allocator import generate_problem, solve
+from allocator.io import write_problem
+
+
+@dataclass
+class BenchConfig:
+    """What to measure."""
+
+    sizes: tuple[int, ...] = (10, 100, 1_000, 10_000, 100_000)
+    scopes: tuple[str, ...] = ("device", "network")
+    modalities: int = 4
+    time_limit: float = 10.0
+    exact_max_devices: dict[str, int] | None = None
+    heuristic_max_devices: dict[str, int] | None = None
+    seed: int = 0
+
+    def exact_limit(self, scope: str) -> int:
+        """Largest K for which exact is run in this scope."""
+        limits = self.exact_max_devices or {"device": 10_000, "network": 10_000}
+        return limits.get(scope, 0)
+
+    def heuristic_limit(self, scope: str) -> int:
+        """Largest K for which the heuristic is run in this scope."""
+        limits = self.heuristic_max_devices or {"device": 100_000, "network": 100_000}
+        return limits.get(scope, 0)
+
+
+def _pyomo_vs_direct(problem) -> tuple[float, float]:
+    """Seconds to build the monolithic MILP through Pyomo (model + load into HiGHS) vs highspy."""
+    from pyomo.contrib.solver.solvers.highs import Highs
+
+    from allocator.matrix import build_highs
+    from allocator.model import build_model
+
+    t0 = time.perf_counter()
+    built = build_model(problem)
+    Highs().set_instance(built.model)
+    pyomo_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    build_highs(problem)
+    direct_s = time.perf_counter() - t0
+    return pyomo_s, direct_s
+
+
+def run_allocator_bench(config: BenchConfig, progress: bool = True) -> pd.DataFrame:
+    """One row per (scope, devices): times, objectives, gaps."""
+    rows = []
+    for scope in config.scopes:
+        for K in config.sizes:
+            if K > config.heuristic_limit(scope):
+                continue
+            problem = generate_problem(devices=K, modalities=config.modalities, scope=scope,
+                                       seed=config.seed)
+            t0 = time.perf_counter()
+            heur = solve(problem, "heuristic")
+            row = {
+                "scope": scope, "devices": K,
+                "heuristic_s": time.perf_counter() - t0,
+                "heuristic_objective": heur.objective,
+                "heuristic_certified_gap": heur.gap,
+            }
+            if K <= config.exact_limit(scope):
+                pyomo_s, direct_s = _pyomo_vs_direct(problem)
+                t0 = time.perf_counter()
+                exact = solve(problem, "exact", time_limit=config.time_limit)
+                row.update({
+                    "pyomo_build_s": pyomo_s,
+                    "highspy_build_s": direct_s,
+                    "exact_total_s": time.perf_counter() - t0,
+                    "exact_build_s": exact.build_time_s,
+                    "exact_solve_s": exact.solve_time_s,
+                    "exact_status": exact.status,
+                    "exact_gap": exact.gap,
+                    "exact_objective": exact.objective,
+                    "heuristic_gap_to_exact": (exact.objective - heur.objective)
+                    / max(abs(exact.objective), 1e-12),
+                })
+            rows.append(row)
+            if progress:
+                print(_format_row(row), file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"{row['scope']:>7} K={row['devices']:<7}", f"heur {row['heuristic_s']:.3f}s"]
+    if "exact_total_s" in row:
+        parts += [
+            f"exact {row['exact_total_s']:.2f}s ({row['exact_status']}, gap {row['exact_gap']:.3%})",
+            f"heur-vs-exact {row['heuristic_gap_to_exact']:.3%}",
+            f"pyomo build {row['pyomo_build_s']:.3f}s vs highspy {row['highspy_build_s']:.3f}s",
+        ]
+    return "  ".join(parts)
+
+
+def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
+    """The issue's targets, end to end through the command line from JSON files."""
+    cases = [
+        ("device", 1_000, "exact", []),
+        ("network", 1_000, "exact", ["--time-limit", str(time_limit)]),
+        ("device", 100_000, "heuristic", []),
+        ("network", 1_000, "heuristic", []),
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for scope, K, method, extra in cases:
+            path = Path(tmp) / f"{scope}-{K}.json"
+            write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1), path)
+            cmd = [sys.executable, "-m", "studies.cli", "solve", str(path), "--method", method,
+                   "--format", "json", *extra]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                  env={**os.environ, "PYTHONHASHSEED": "0"})
+            wall = time.perf_counter() - t0
+            import json
+
+            out = json.loads(proc.stdout)
+            rows.append({"scope": scope, "devices": K, "method": method,
+                         "cli_wall_s": wall, "status": out["status"],
+                         "gap": out["gap"] if out["gap"] is not None else math.nan})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A Markdown table without extra dependencies."""
+    cols = list(frame.columns)
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            if math.isnan(v):
+                return ""
+            return format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in frame.iterrows():
+        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
