@@ -1,0 +1,116 @@
+"""Allocation policies for the learning loop: the allocator wired to the learner's state.
+
+The learner never imports the allocator. It calls ``policy(state)`` each round with a
+`learner.loop.RoundState` (measured smoothed speeds, batteries, per-iteration energies, ...);
+the policies here turn that state into an allocation `Problem`, solve it, and hand back the
+iteration table. Devices that cannot pay the cheapest round are left out and reported.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from allocator import Problem, solve
+
+BUDGET_RULES = ("even", "all")
+
+
+@dataclass
+class Decision:
+    """What a policy returns (duck-compatible with `learner.loop.PolicyDecision`)."""
+
+    tau: NDArray[np.int64]
+    info: dict[str, Any] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)
+
+
+def round_budget(battery_j: NDArray[np.float64], round_index: int, rounds_total: int,
+                 rule: str = "even") -> NDArray[np.float64]:
+    """This round's budget: remaining battery spread evenly over the remaining rounds, or all."""
+    remaining = max(rounds_total - round_index, 1)
+    if rule == "even":
+        return np.asarray(battery_j, float) / remaining
+    if rule == "all":
+        return np.asarray(battery_j, float).copy()
+    raise ValueError(f"budget rule must be one of {BUDGET_RULES} (got {rule!r})")
+
+
+def build_problem(state: Any, scope: str = "device", delta: float = 0.1, mu: float = 5.0,
+                  epsilon: float = 1e-3, budget_rule: str = "even",
+                  ) -> tuple[Problem | None, NDArray[np.int64], list[int]]:
+    """The round's allocation problem over the devices that can take part.
+
+    Returns (problem or None when nobody can train, indices of the devices in it, dropped
+    devices). A device is dropped when its battery cannot pay tau_min on its modalities plus
+    communication. When the even share of its battery is below that cheapest round but the
+    battery itself is not, the device gets the cheapest round (it would otherwise idle with
+    energy it can never use in time).
+    """
+    holds = np.asarray(state.holds, bool)
+    battery = np.asarray(state.battery_j, float)
+    forward = np.where(holds, np.asarray(state.forward_j, float), 0.0)
+    backward = np.where(holds, np.asarray(state.backward_j, float), 0.0)
+    comm = np.asarray(state.comm_j, float)
+    cheapest = state.tau_min * (forward + backward).sum(axis=1) + comm
+    active = np.asarray(state.active, bool) & holds.any(axis=1)
+    budget = round_budget(battery, state.round, state.rounds_total, budget_rule)
+    can_pay = battery >= cheapest * (1 + 1e-9)
+    dropped = [int(k) for k in np.flatnonzero(active & ~can_pay)]
+    members = np.flatnonzero(active & can_pay)
+    if members.size == 0:
+        return None, members, dropped
+    budget = np.maximum(budget, cheapest * (1 + 1e-9))
+    speed = np.asarray(state.speed, float)
+    # A held modality with no measurement yet gets the loop's prior; guard against zeros.
+    speed = np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))
+    problem = Problem(
+        modalities=tuple(state.modalities),
+        devices=tuple(state.devices[k] for k in members),
+        holds=holds[members], speed=speed[members], forward_energy=forward[members],
+        backward_energy=backward[members], comm_energy=comm[members],
+        budget=np.minimum(budget[members], battery[members]),
+        scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
+        delta=delta, mu=mu, epsilon=epsilon,
+    )
+    return problem, members, dropped
+
+
+@dataclass
+class AllocatorPolicy:
+    """Each round: build the problem from the measured state, solve it, return tau."""
+
+    method: str = "heuristic"
+    scope: str = "device"
+    delta: float = 0.1
+    mu: float = 5.0
+    epsilon: float = 1e-3
+    budget_rule: str = "even"
+    time_limit: float | None = 10.0
+    mip_gap: float = 1e-4
+
+    def __call__(self, state: Any) -> Decision:
+        """Solve this round's allocation problem."""
+        t0 = time.perf_counter()
+        problem, members, dropped = build_problem(
+            state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
+        tau = np.zeros(np.asarray(state.holds).shape, dtype=np.int64)
+        if problem is None:
+            return Decision(tau, {"solver": self.method, "status": "no device can train"},
+                            dropped)
+        alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
+        tau[members] = alloc.tau
+        s = alloc.summary()
+        info = {
+            "solver": self.method, "scope": self.scope, "status": s["status"],
+            "objective": s["objective"], "gap": s["gap"], "solver_time_s": alloc.total_time_s,
+            "policy_time_s": time.perf_counter() - t0,
+            "imbalance_network": s["imbalance_network"],
+            "imbalance_device_mean": s["imbalance_device_mean"],
+            "predicted_progress": alloc.evaluation.progress,
+        }
+        return Decision(tau, info, dropped)
