@@ -1,0 +1,8 @@
+"""The DMML-KD learner: data, partitions, topologies, models, local training, gossip, the loop.
+
+Depends on `metrics` only; allocation policies are passed in by `studies`.
+"""
+
+from learner.errors import ConfigError
+
+__all__ = ["ConfigError"]

@@ -1,0 +1,232 @@
+"""Local training of all devices at once, with per-modality iteration counts.
+
+Device k runs L_k = max_m tau[k, m] iterations. In iteration i every held encoder runs forward
+(the fused prediction needs all of them) but only encoders with i <= tau[k, m] are updated;
+the shared fusion and common classifiers are updated in every one of the L_k iterations. The
+update is SGD with momentum applied through a (device, block) mask, so a frozen block moves by
+exactly zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import Tensor
+
+from learner.generator import Generator
+from learner.models import Network, common_logits, encode, fuse
+
+
+@dataclass
+class LossWeights:
+    """Weights of the DMML-KD losses; 0 switches a term off."""
+
+    difference: float = 0.05  # keep common and specific features apart
+    similarity: float = 0.1  # pull a sample's common features together across modalities
+    common: float = 0.5  # common-feature classifier on the devices' own common features
+    kd: float = 0.5  # align common features with the generator and train on its samples
+
+
+# (scores (K, M) of each modality on the batch, holds (K, M)) -> gradient coefficients (K, M)
+Modulation = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class LocalData:
+    """Training views as tensors and each device's sample indices (flattened with offsets)."""
+
+    views: list[Tensor]
+    labels: Tensor
+    index: NDArray[np.int64]
+    offsets: NDArray[np.int64]
+    sizes: NDArray[np.int64]
+
+    @classmethod
+    def create(cls, views: list[np.ndarray], labels: np.ndarray, parts: list[np.ndarray]) -> LocalData:
+        """Pack the per-device partitions."""
+        sizes = np.array([p.size for p in parts])
+        return cls([torch.as_tensor(v) for v in views], torch.as_tensor(labels),
+                   np.concatenate(parts), np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+
+    def batch(self, batch_size: int, rng: np.random.Generator) -> Tensor:
+        """Sample indices (K, B) from each device's own data."""
+        pos = (rng.random((self.sizes.size, batch_size)) * self.sizes[:, None]).astype(np.int64)
+        return torch.as_tensor(self.index[self.offsets[:, None] + pos])
+
+
+@dataclass
+class Optimizer:
+    """SGD with momentum whose updates are masked per device and block."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    buffers: dict[int, Tensor] = field(default_factory=dict)
+
+    def step(self, params: list[Tensor], mask: Tensor) -> None:
+        """Update params (K, ...) on the devices where mask (K,) is 1."""
+        with torch.no_grad():
+            for p in params:
+                if p.grad is None:
+                    continue
+                m = mask.view(-1, *([1] * (p.dim() - 1)))
+                grad = p.grad + self.weight_decay * p
+                buf = self.buffers.get(id(p))
+                if buf is None:
+                    buf = torch.zeros_like(p)
+                    self.buffers[id(p)] = buf
+                buf.mul_(torch.where(m > 0, self.momentum, 1.0)).add_(grad * m)
+                p.sub_(self.lr * buf * m)
+
+
+@dataclass
+class LocalResult:
+    """What local training measured: per-block parameter change and mean loss."""
+
+    variation: NDArray[np.float64]  # v[k, m] (nan where tau = 0)
+    loss: float
+    modulation: NDArray[np.float64] | None = None
+
+
+def _flat(block: dict[str, Tensor]) -> Tensor:
+    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1)
+
+
+def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds: NDArray[np.bool_],
+                   active: NDArray[np.bool_], opt: Optimizer, rng: np.random.Generator,
+                   gen: torch.Generator, batch_size: int = 32, weights: LossWeights | None = None,
+                   generator: Generator | None = None, modulation: Modulation | None = None,
+                   ge_noise: bool = False) -> LocalResult:
+    """Run every device's local iterations (vectorised over devices)."""
+    weights = weights or LossWeights()
+    K, M = holds.shape
+    tau = np.where(holds & active[:, None], tau, 0)
+    local_iters = tau.max(axis=1)
+    present = torch.as_tensor(holds)
+    start = [_flat(b) for b in net.blocks]
+    losses, mods = [], []
+    for i in range(1, int(local_iters.max(initial=0)) + 1):
+        idx = data.batch(batch_size, rng)
+        y = data.labels[idx]
+        commons: list[Tensor | None] = []
+        specifics: list[Tensor | None] = []
+        for m in range(M):
+            if not holds[:, m].any():
+                commons.append(None)
+                specifics.append(None)
+                continue
+            c, s = encode(net.blocks[m], data.views[m][idx])
+            commons.append(c)
+            specifics.append(s)
+        logits, c_mean = fuse(net, commons, specifics, present)
+        flat_y = y.reshape(-1)
+        per_dev = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_y,
+                                  reduction="none").view(K, -1).mean(1)
+        pres = present.to(torch.float32)
+        if weights.difference:
+            for m, (c, s) in enumerate(zip(commons, specifics)):
+                if c is None:
+                    continue
+                cn = F.normalize(c, dim=-1)
+                sn = F.normalize(s, dim=-1)
+                cross = torch.bmm(cn.transpose(1, 2), sn)  # (K, f, f)
+                per_dev = per_dev + weights.difference * pres[:, m] * cross.pow(2).sum((1, 2)) / batch_size
+        if weights.similarity:
+            for m, c in enumerate(commons):
+                if c is not None:
+                    gap = (c - c_mean.detach()).pow(2).mean((1, 2))
+                    per_dev = per_dev + weights.similarity * pres[:, m] * gap
+        if weights.common:
+            ce_c = F.cross_entropy(common_logits(net, c_mean).reshape(-1, net.n_classes), flat_y,
+                                   reduction="none").view(K, -1).mean(1)
+            per_dev = per_dev + weights.common * ce_c
+        if generator is not None and weights.kd:
+            with torch.no_grad():
+                target = generator.sample(y, gen)
+            align = sum(pres[:, m] * (c - target).pow(2).mean((1, 2))
+                        for m, c in enumerate(commons) if c is not None)
+            ce_g = F.cross_entropy(common_logits(net, target).reshape(-1, net.n_classes), flat_y,
+                                   reduction="none").view(K, -1).mean(1)
+            per_dev = per_dev + weights.kd * (align / pres.sum(1).clamp(min=1) + ce_g)
+        coeff = None
+        if modulation is not None:
+            coeff = _modulation_coefficients(net, commons, specifics, present, y, modulation)
+            mods.append(coeff.numpy())
+        loss = per_dev[torch.as_tensor(active)].sum()
+        for p in net.parameters():
+            p.grad = None
+        loss.backward()
+        for m, block in enumerate(net.blocks):
+            mask = torch.as_tensor((tau[:, m] >= i) & holds[:, m] & active, dtype=torch.float32)
+            if coeff is not None:
+                _modulate(block, coeff[:, m], ge_noise, gen)
+            opt.step(list(block.values()), mask)
+        shared_mask = torch.as_tensor((local_iters >= i) & active, dtype=torch.float32)
+        opt.step(list(net.shared.values()), shared_mask)
+        losses.append(float(loss.detach()) / max(int(active.sum()), 1))
+    variation = np.full((K, M), np.nan)
+    for m, block in enumerate(net.blocks):
+        end = _flat(block)
+        change = (end - start[m]).norm(dim=1).numpy()
+        norm = start[m].norm(dim=1).numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = change / (np.where(norm > 0, norm, 1.0) * tau[:, m])
+        variation[:, m] = np.where(tau[:, m] > 0, v, np.nan)
+    for p in net.parameters():
+        p.grad = None
+    return LocalResult(variation, float(np.mean(losses)) if losses else float("nan"),
+                       np.mean(mods, axis=0) if mods else None)
+
+
+def _modulation_coefficients(net: Network, commons, specifics, present: Tensor, y: Tensor,
+                             modulation: Modulation) -> Tensor:
+    """Per-modality scores on the batch (sum of softmax prob of the true class, unimodal)."""
+    K, M = present.shape
+    scores = torch.zeros(K, M)
+    with torch.no_grad():
+        for m in range(M):
+            if commons[m] is None:
+                continue
+            only = torch.zeros_like(present)
+            only[:, m] = present[:, m]
+            cs = [commons[j] if j == m else None for j in range(M)]
+            ss = [specifics[j] if j == m else None for j in range(M)]
+            logits, _ = fuse(net, cs, ss, only)
+            prob = torch.softmax(logits, -1).gather(-1, y[..., None]).squeeze(-1)
+            scores[:, m] = prob.sum(1) * present[:, m]
+    return modulation(scores, present)
+
+
+def _modulate(block: dict[str, Tensor], coeff: Tensor, ge_noise: bool, gen: torch.Generator) -> None:
+    """Scale a block's gradients per device; OGM-GE adds noise with the gradient's own std."""
+    with torch.no_grad():
+        for p in block.values():
+            if p.grad is None:
+                continue
+            c = coeff.view(-1, *([1] * (p.dim() - 1)))
+            g = p.grad * c
+            if ge_noise:
+                std = p.grad.reshape(p.shape[0], -1).std(dim=1).view_as(c)
+                g = g + torch.randn(p.shape, generator=gen) * std
+            p.grad.copy_(g)
+
+
+def ogm_ge_modulation(alpha: float = 0.5) -> Modulation:
+    """OGM-GE's coefficient generalised to M modalities: 1 - tanh(alpha * relu(ratio - 1)),
+    ratio = a modality's score over the mean score of the device's other held modalities."""
+
+    def coefficients(scores: Tensor, present: Tensor) -> Tensor:
+        pres = present.to(scores.dtype)
+        count_other = (pres.sum(1, keepdim=True) - pres).clamp(min=1.0)
+        mean_other = ((scores * pres).sum(1, keepdim=True) - scores * pres) / count_other
+        ratio = torch.where(mean_other > 0, scores / mean_other.clamp(min=1e-12), torch.ones_like(scores))
+        coeff = 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0))
+        # A device holding one modality has nothing to balance against.
+        return torch.where(pres.sum(1, keepdim=True) > 1, coeff, torch.ones_like(coeff))
+
+    return coefficients

@@ -1,0 +1,52 @@
+"""Learning methods by name: which losses, which balance mechanism, which policy.
+
+A new method is one entry here. Methods with ``policy="external"`` need an allocation policy
+passed to the loop (the learner never imports the allocator; `studies` supplies it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from learner.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Switches of a learning method."""
+
+    name: str
+    decomposition: bool  # difference + similarity + common-classifier losses
+    kd: bool  # conditional generator knowledge distillation
+    modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
+    policy: str = "uniform"  # "uniform", or "external" (a policy must be passed in)
+    description: str = ""
+
+
+_METHODS: dict[str, MethodSpec] = {
+    "dpsgd": MethodSpec("dpsgd", decomposition=False, kd=False,
+                        description="decentralized multi-modal SGD: fused cross-entropy only"),
+    "dmml-kd": MethodSpec("dmml-kd", decomposition=True, kd=True,
+                          description="common/specific decomposition + generator KD, uniform tau"),
+    "dmml-kd-nogen": MethodSpec("dmml-kd-nogen", decomposition=True, kd=False,
+                                description="ablation: decomposition without the generator"),
+    "dmml-kd-nodecomp": MethodSpec("dmml-kd-nodecomp", decomposition=False, kd=True,
+                                   description="ablation: generator KD without decomposition"),
+    "ogm-ge": MethodSpec("ogm-ge", decomposition=True, kd=True, modulation="ogm-ge",
+                         description="dmml-kd with OGM-GE gradient modulation, uniform tau"),
+    "dmml-kd-balance": MethodSpec("dmml-kd-balance", decomposition=True, kd=True,
+                                  policy="external",
+                                  description="dmml-kd with the allocator setting tau every round"),
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """Look a method up by name (ConfigError listing the known ones)."""
+    if name not in _METHODS:
+        raise ConfigError(f"method must be one of {', '.join(sorted(_METHODS))} (got {name!r})")
+    return _METHODS[name]
+
+
+def method_names() -> list[str]:
+    """Registered method names."""
+    return sorted(_METHODS)

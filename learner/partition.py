@@ -1,0 +1,86 @@
+"""Non-IID partitions: Dirichlet label skew over devices, and which modalities each device holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learner.errors import ConfigError
+
+
+def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
+                        min_samples: int = 10, seed: int = 0,
+                        max_tries: int = 1000) -> list[NDArray[np.int64]]:
+    """Split sample indices over devices with per-class Dirichlet(alpha) proportions.
+
+    Every sample goes to exactly one device; large alpha is close to IID, small alpha gives
+    each device few classes. Draws again until every device has ``min_samples``.
+    """
+    labels = np.asarray(labels)
+    if alpha <= 0:
+        raise ConfigError(f"alpha must be > 0 (got {alpha})")
+    if n_devices < 1:
+        raise ConfigError(f"devices must be >= 1 (got {n_devices})")
+    if n_devices * min_samples > labels.size:
+        raise ConfigError(
+            f"devices={n_devices} need {n_devices * min_samples} samples at {min_samples} each, "
+            f"but the training set has {labels.size}")
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    for _ in range(max_tries):
+        parts: list[list[NDArray[np.int64]]] = [[] for _ in range(n_devices)]
+        for c in classes:
+            idx = np.flatnonzero(labels == c)
+            rng.shuffle(idx)
+            share = rng.dirichlet(np.full(n_devices, alpha))
+            cuts = (np.cumsum(share)[:-1] * idx.size).astype(int)
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].append(chunk)
+        out = [np.sort(np.concatenate(p)) for p in parts]
+        if min(p.size for p in out) >= min_samples:
+            return out
+    raise ConfigError(
+        f"could not give every one of {n_devices} devices {min_samples} samples with "
+        f"alpha={alpha}; use fewer devices or a larger alpha")
+
+
+def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all",
+                          missing_rate: float = 0.0, pattern: Sequence[Sequence[str]] | None = None,
+                          seed: int = 0) -> NDArray[np.bool_]:
+    """Which device holds which view: all, a cycled pattern, or random with a missing rate.
+
+    Every device keeps at least one view and every view keeps at least one holder.
+    """
+    views = list(views)
+    K, M = n_devices, len(views)
+    if mode == "all":
+        holds = np.ones((K, M), bool)
+    elif mode == "pattern":
+        if not pattern:
+            raise ConfigError("mode 'pattern' needs a pattern: a list of view lists")
+        holds = np.zeros((K, M), bool)
+        for k in range(K):
+            entry = pattern[k % len(pattern)]
+            for v in entry:
+                if v not in views:
+                    raise ConfigError(f"pattern names unknown view {v!r}")
+                holds[k, views.index(v)] = True
+        if not holds.any(axis=1).all():
+            raise ConfigError("pattern gives a device no view")
+    elif mode == "random":
+        if not 0.0 <= missing_rate < 1.0:
+            raise ConfigError(f"missing_rate must be in [0, 1) (got {missing_rate})")
+        rng = np.random.default_rng(seed)
+        holds = rng.random((K, M)) >= missing_rate
+        empty = np.flatnonzero(~holds.any(axis=1))
+        holds[empty, rng.integers(0, M, size=empty.size)] = True
+        for m in np.flatnonzero(~holds.any(axis=0)):
+            holds[rng.integers(0, K), m] = True
+    else:
+        raise ConfigError(f"availability mode must be all, pattern or random (got {mode!r})")
+    if not holds.any(axis=0).all():
+        missing = views[int(np.argmin(holds.any(axis=0)))]
+        raise ConfigError(f"no device holds view {missing!r}")
+    return holds
