@@ -47,6 +47,7 @@ class TrainConfig:
     w_similarity: float = 0.1
     w_common: float = 0.5
     w_kd: float = 0.5
+    modality_dropout: float = 0.0  # drop held views from the fused prediction while training
     generator_steps: int = 5
     generator_lr: float = 1e-3
     speed_beta: float = 0.5

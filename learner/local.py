@@ -101,7 +101,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                    active: NDArray[np.bool_], opt: Optimizer, rng: np.random.Generator,
                    gen: torch.Generator, batch_size: int = 32, weights: LossWeights | None = None,
                    generator: Generator | None = None, modulation: Modulation | None = None,
-                   ge_noise: bool = False) -> LocalResult:
+                   ge_noise: bool = False, modality_dropout: float = 0.0) -> LocalResult:
     """Run every device's local iterations (vectorised over devices)."""
     weights = weights or LossWeights()
     K, M = holds.shape
@@ -123,7 +123,15 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             c, s = encode(net.blocks[m], data.views[m][idx])
             commons.append(c)
             specifics.append(s)
-        logits, c_mean = fuse(net, commons, specifics, present)
+        fusion_mask = present
+        if modality_dropout > 0:
+            # Modality dropout: the fused prediction must also work from a subset of the views
+            # (devices hold different subsets); every device keeps at least one held view.
+            keep = torch.as_tensor(rng.random((K, M)) >= modality_dropout) & present
+            none_left = ~keep.any(dim=1)
+            keep[none_left] = present[none_left]
+            fusion_mask = keep
+        logits, c_mean = fuse(net, commons, specifics, fusion_mask)
         flat_y = y.reshape(-1)
         per_dev = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_y,
                                   reduction="none").view(K, -1).mean(1)
@@ -142,9 +150,14 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                     gap = (c - c_mean.detach()).pow(2).mean((1, 2))
                     per_dev = per_dev + weights.similarity * pres[:, m] * gap
         if weights.common:
-            ce_c = F.cross_entropy(common_logits(net, c_mean).reshape(-1, net.n_classes), flat_y,
-                                   reduction="none").view(K, -1).mean(1)
-            per_dev = per_dev + weights.common * ce_c
+            # The common classifier must work on each modality's common features alone (a
+            # device may hold any subset), so it is trained on each held c_m.
+            for m, c in enumerate(commons):
+                if c is None:
+                    continue
+                ce_c = F.cross_entropy(common_logits(net, c).reshape(-1, net.n_classes), flat_y,
+                                       reduction="none").view(K, -1).mean(1)
+                per_dev = per_dev + weights.common * pres[:, m] * ce_c / pres.sum(1).clamp(min=1)
         if generator is not None and weights.kd:
             with torch.no_grad():
                 target = generator.sample(y, gen)

@@ -185,7 +185,8 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         t0 = time.perf_counter()
         local = local_training(s.net, local_data, tau, s.holds, active, opt, rng, gen,  # deltas
                                config.batch_size, weights, s.generator, modulation,
-                               ge_noise=modulation is not None)
+                               ge_noise=modulation is not None,
+                               modality_dropout=config.modality_dropout)
         tracker.update(local.variation)                            # v -> state for next round
         battery = battery - np.where(active, cost, 0.0)            # energy: compute + comm
         _gossip(s, active)                                         # modality-wise consensus

@@ -1,0 +1,79 @@
+"""One learning run with its outputs on disk: resolved config, tidy tables, summary.
+
+The allocator-backed policy for ``dmml-kd-balance`` is wired here (the learner never imports
+the allocator).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+from learner.config import TrainConfig
+from learner.loop import RunResult, run
+from learner.methods import get_method
+
+
+def policy_for(config: TrainConfig) -> Any:
+    """The allocation policy a method needs (None: the learner's uniform policy)."""
+    if get_method(config.method).policy != "external":
+        return None
+    from studies.policies import AllocatorPolicy
+
+    return AllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,
+                           mu=config.mu, budget_rule=config.budget_rule,
+                           time_limit=config.solver_time_limit)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_outputs(result: RunResult, config: TrainConfig, out_dir: Path) -> None:
+    """Write config.toml, rounds.parquet, history.csv and summary.json atomically (all or none)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "config.toml").write_text(tomli_w.dumps({"train": config.to_dict()}))
+        result.rows.to_parquet(tmp / "rounds.parquet", index=False)
+        result.rounds.to_csv(tmp / "history.csv", index=False)
+        (tmp / "summary.json").write_text(json.dumps(_clean(result.summary), indent=1))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_train(config: TrainConfig, out_dir: Path | str | None = None, progress: bool = True,
+              policy: Any = None) -> dict[str, Any]:
+    """Run one configuration; write its outputs when out_dir is given; return the summary."""
+    config.validate()
+    result = run(config, policy if policy is not None else policy_for(config), progress=progress)
+    if out_dir is not None:
+        write_outputs(result, config, Path(out_dir))
+    return _clean(result.summary)
+
+
+def run_train_full(config: TrainConfig, progress: bool = False) -> RunResult:
+    """Run one configuration and return the full result (tables included)."""
+    config.validate()
+    return run(config, policy_for(config), progress=progress)
