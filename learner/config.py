@@ -37,7 +37,7 @@ class TrainConfig:
     battery_j: float | None = None  # None: exactly enough for uniform local_iters every round
     battery_scale: float = 1.0  # multiplies the automatic battery
     seed: int = 0
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     batch_size: int = 32
     hidden: int = 128
@@ -47,7 +47,7 @@ class TrainConfig:
     w_similarity: float = 0.1
     w_common: float = 0.5
     w_kd: float = 0.5
-    modality_dropout: float = 0.0  # drop held views from the fused prediction while training
+    modality_dropout: float = 0.3  # drop held views from the fused prediction while training
     generator_steps: int = 5
     generator_lr: float = 1e-3
     speed_beta: float = 0.5

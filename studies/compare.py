@@ -1,0 +1,166 @@
+"""Compare learning methods under the same data, partition, topology and battery, over seeds."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tomli_w
+
+from learner.config import TrainConfig
+
+DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance")
+
+
+def _one(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    import torch
+
+    torch.set_num_threads(1)
+    from studies.training import run_train_full
+
+    result = run_train_full(config)
+    history = result.rounds.assign(method=config.method, seed=config.seed)
+    rows = result.rows.assign(method=config.method, seed=config.seed)
+    return history, rows, result.summary
+
+
+def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs: int = 1,
+                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every method x seed; returns (per-round history, per-device rows, final summaries)."""
+    configs = [replace(base, method=m, seed=s).validate() for s in seeds for m in methods]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            outputs = list(_tqdm(pool.map(_one, configs), len(configs), progress))
+    else:
+        outputs = [_one(c) for c in _tqdm(configs, len(configs), progress)]
+    history = pd.concat([o[0] for o in outputs], ignore_index=True)
+    rows = pd.concat([o[1] for o in outputs], ignore_index=True)
+    finals = []
+    for cfg, (_, _, summary) in zip(configs, outputs):
+        accs = summary["modality_accuracy"]
+        finals.append({
+            "method": cfg.method, "seed": cfg.seed, "accuracy": summary["accuracy"],
+            "consensus_accuracy": summary["consensus_accuracy"],
+            **{f"acc_{v}": a for v, a in accs.items()},
+            "weakest_view_accuracy": min(accs.values()),
+            "energy_used_j": summary["energy_used_j"],
+            "dropped": len(summary["dropped_devices"]),
+            "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
+        })
+    return history, rows, pd.DataFrame(finals)
+
+
+def _tqdm(it, total: int, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc="runs", unit="run", leave=False)
+
+
+def final_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per method (strings, for printing)."""
+    cols = [c for c in finals.columns if c not in ("method", "seed", "dropped")]
+    out = []
+    for method, group in finals.groupby("method", sort=False):
+        row = {"method": method, "seeds": len(group)}
+        for c in cols:
+            mean, std = group[c].mean(), group[c].std(ddof=0)
+            row[c] = f"{mean:.4f} ± {std:.4f}" if "accuracy" in c else f"{mean:.3g} ± {std:.2g}"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views: list[str]) -> list[Path]:
+    """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    history = history.copy()
+    acc_cols = [f"acc_{v}" for v in views]
+    weakest = history[acc_cols].mean().idxmin() if acc_cols else None
+    panels = [("consensus_accuracy", "consensus accuracy (all views)"),
+              ("accuracy", "device accuracy (own views)")]
+    if weakest:
+        panels.append((weakest, f"unimodal accuracy of the weakest view ({weakest[4:]})"))
+    panels.append(("energy_left_j", "energy left in all batteries (J)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (col, title) in zip(np.atleast_1d(axes), panels):
+        sns.lineplot(data=history, x="round", y=col, hue="method", errorbar="sd", ax=ax)
+        ax.set_title(title)
+        ax.set_xlabel("round")
+        ax.set_ylabel(col.replace("_", " "))
+        if ax is not np.atleast_1d(axes)[-1]:
+            ax.get_legend().remove() if ax.get_legend() else None
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+    balanced = rows[rows["method"] == "dmml-kd-balance"]
+    if not balanced.empty:
+        table = balanced[balanced["tau"] > 0].pivot_table(index="device", columns="modality",
+                                                          values="tau", aggfunc="mean")
+        table = table.reindex(sorted(table.index, key=lambda d: int(d[3:])))
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table.shape[1], 0.6 + 0.35 * table.shape[0]))
+        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
+                    cbar_kws={"label": "mean tau per round"})
+        ax.set_title("dmml-kd-balance: local iterations")
+        fig.tight_layout()
+        path = out / "tau_heatmap.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds: list[int],
+                     history: pd.DataFrame, rows: pd.DataFrame, finals: pd.DataFrame) -> str:
+    """Write tables, figures and the config atomically; return the Markdown final table."""
+    from studies.bench import to_markdown
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        spec = {"compare": {"methods": methods, "seeds": seeds}, "train": base.to_dict()}
+        (tmp / "config.toml").write_text(tomli_w.dumps(spec))
+        history.to_parquet(tmp / "history.parquet", index=False)
+        rows.to_parquet(tmp / "rows.parquet", index=False)
+        finals.to_csv(tmp / "final.csv", index=False)
+        table = to_markdown(final_table(finals))
+        (tmp / "final.md").write_text(table + "\n")
+        views = [c[4:] for c in finals.columns if c.startswith("acc_")]
+        plot_comparison(history, rows, tmp / "figures", views)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return table
+
+
+def default_jobs() -> int:
+    """Worker processes: the cores there are, at most 2 here."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def nan_safe(x: float) -> float:
+    """Replace nan by 0 for sums."""
+    return 0.0 if math.isnan(x) else x
