@@ -70,7 +70,8 @@ def uniform_policy(state: RoundState) -> PolicyDecision:
     """Same tau (local_iters) on every held modality, lowered per device as its battery allows."""
     holds = state.holds & state.active[:, None]
     per_iter = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
-    affordable = np.floor((state.battery_j - state.comm_j) / np.maximum(per_iter, 1e-300))
+    # A relative tolerance: a battery sized for exactly k rounds must pay the k-th in full.
+    affordable = np.floor((state.battery_j * (1 + 1e-9) - state.comm_j) / np.maximum(per_iter, 1e-300))
     t = np.minimum(state.local_iters, affordable)
     dropped = [int(k) for k in np.flatnonzero(state.active & (t < state.tau_min))]
     t = np.where(t >= state.tau_min, t, 0)
