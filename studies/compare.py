@@ -75,7 +75,7 @@ def final_table(finals: pd.DataFrame) -> pd.DataFrame:
         row = {"method": method, "seeds": len(group)}
         for c in cols:
             mean, std = group[c].mean(), group[c].std(ddof=0)
-            row[c] = f"{mean:.4f} ± {std:.4f}" if "accuracy" in c else f"{mean:.3g} ± {std:.2g}"
+            row[c] = f"{mean:.4f} ± {std:.4f}" if "acc" in c else f"{mean:.3g} ± {std:.2g}"
         out.append(row)
     return pd.DataFrame(out)
 
