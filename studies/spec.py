@@ -70,11 +70,14 @@ class StudySpec:
             keys = list(self.grid)
             combos = [dict(zip(keys, values))
                       for values in itertools.product(*(self.grid[k] for k in keys))]
-        out = []
+        out, seen = [], set()
         for combo in combos:
             params = {**self.base, **combo}
             for seed in self.seeds:
-                out.append(Cell(params, seed, cell_id(self.kind, params, seed)))
+                cid = cell_id(self.kind, params, seed)
+                if cid not in seen:  # Morris trajectories can revisit a design point
+                    seen.add(cid)
+                    out.append(Cell(params, seed, cid))
         return out
 
 
