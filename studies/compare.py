@@ -117,7 +117,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
         table = balanced[balanced["tau"] > 0].pivot_table(index="device", columns="modality",
                                                           values="tau", aggfunc="mean")
         table = table.reindex(sorted(table.index, key=lambda d: int(d[3:])))
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table.shape[1], 0.6 + 0.35 * table.shape[0]))
+        fig, ax = plt.subplots(figsize=(2.2 + 0.9 * table.shape[1], 1.2 + 0.4 * table.shape[0]))
         sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
                     cbar_kws={"label": "mean tau per round"})
         ax.set_title("dmml-kd-balance: local iterations")
