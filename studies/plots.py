@@ -66,10 +66,15 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
     plt, sns = _setup()
     paths = []
     hue = "method" if "method" in df else None
+    # A second categorical sweep (e.g. scope) gets its own line style rather than a blurred band.
+    style = next((k for k, v in spec.grid.items()
+                  if k not in ("method", "devices") and len(v) > 1
+                  and not all(isinstance(x, (int, float)) for x in v)), None)
     for key in _numeric_keys(spec):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for ax, col in zip(axes, ("objective", "imbalance_network")):
-            sns.lineplot(data=df, x=key, y=col, hue=hue, marker="o", errorbar="sd", ax=ax)
+            sns.lineplot(data=df, x=key, y=col, hue=hue, style=style, marker="o", errorbar="sd",
+                         ax=ax)
             ax.set_ylabel(LABELS[col])
             ax.set_xlabel(key.replace("_", " "))
             if key == "devices":
@@ -79,8 +84,8 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
         paths.append(_save(fig, fig_dir / f"objective_imbalance_vs_{key}.png"))
     if "devices" in spec.grid and len(spec.grid["devices"]) > 1:
         fig, ax = plt.subplots(figsize=(4.8, 3.6))
-        sns.lineplot(data=df, x="devices", y="total_time_s", hue=hue, marker="o", errorbar="sd",
-                     ax=ax)
+        sns.lineplot(data=df, x="devices", y="total_time_s", hue=hue, style=style, marker="o",
+                     errorbar="sd", ax=ax)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title("solve time vs devices")
@@ -93,10 +98,13 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
             gap = ((ex.reindex(he.index) - he["objective"]) / ex.reindex(he.index).abs())
             frame = he.assign(gap_to_exact=gap.to_numpy()).reset_index()
             fig, ax = plt.subplots(figsize=(4.8, 3.6))
-            sns.lineplot(data=frame, x="devices", y="gap_to_exact", marker="o", errorbar="sd",
-                         ax=ax, label="below exact's objective")
-            sns.lineplot(data=frame, x="devices", y="gap", marker="s", errorbar="sd", ax=ax,
-                         label="certified (own bound)")
+            frame = frame.melt(id_vars=[c for c in frame.columns if c not in ("gap", "gap_to_exact")],
+                               value_vars=["gap_to_exact", "gap"], var_name="measure",
+                               value_name="relative gap")
+            frame["measure"] = frame["measure"].map({"gap_to_exact": "below exact's objective",
+                                                     "gap": "certified (own bound)"})
+            sns.lineplot(data=frame, x="devices", y="relative gap", hue="measure", style=style,
+                         marker="o", errorbar="sd", ax=ax)
             ax.set_xscale("log")
             ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
             ax.set_title("heuristic gap vs devices")
