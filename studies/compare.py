@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from multiprocessing import get_context
@@ -17,6 +14,7 @@ import pandas as pd
 import tomli_w
 
 from learner.config import TrainConfig
+from studies.outputs import atomic_dir
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance")
 
@@ -134,10 +132,7 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
     """Write tables, figures and the config atomically; return the Markdown final table."""
     from studies.bench import to_markdown
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         spec = {"compare": {"methods": methods, "seeds": seeds}, "train": base.to_dict()}
         (tmp / "config.toml").write_text(tomli_w.dumps(spec))
         history.to_parquet(tmp / "history.parquet", index=False)
@@ -147,20 +142,9 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
         (tmp / "final.md").write_text(table + "\n")
         views = [c[4:] for c in finals.columns if c.startswith("acc_")]
         plot_comparison(history, rows, tmp / "figures", views)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return table
 
 
 def default_jobs() -> int:
     """Worker processes: the cores there are, at most 2 here."""
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def nan_safe(x: float) -> float:
-    """Replace nan by 0 for sums."""
-    return 0.0 if math.isnan(x) else x

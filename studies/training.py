@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import tomli_w
 from learner.config import TrainConfig
 from learner.loop import RunResult, run
 from learner.methods import get_method
+from studies.outputs import atomic_dir
 
 
 def policy_for(config: TrainConfig) -> Any:
@@ -47,20 +45,11 @@ def _clean(value: Any) -> Any:
 
 def write_outputs(result: RunResult, config: TrainConfig, out_dir: Path) -> None:
     """Write config.toml, rounds.parquet, history.csv and summary.json atomically (all or none)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "config.toml").write_text(tomli_w.dumps({"train": config.to_dict()}))
         result.rows.to_parquet(tmp / "rounds.parquet", index=False)
         result.rounds.to_csv(tmp / "history.csv", index=False)
         (tmp / "summary.json").write_text(json.dumps(_clean(result.summary), indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def run_train(config: TrainConfig, out_dir: Path | str | None = None, progress: bool = True,

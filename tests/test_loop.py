@@ -175,3 +175,22 @@ def test_train_cli_bad_values_exit_2(cli, tmp_path: Path, args: list[str], messa
     code, stdout, err = cli("train", *args, "--rounds", "1", "--out", str(out), "--quiet")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_compare_cli_writes_tables_and_figures(cli, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    code, stdout, err = cli("compare", "--dataset", "synthetic", "--devices", "3", "--rounds", "2",
+                            "--seeds", "2", "--methods", "dmml-kd,dmml-kd-balance", "--jobs", "1",
+                            "--out", str(out))
+    assert code == 0, err
+    assert "dmml-kd-balance" in stdout
+    finals = __import__("pandas").read_csv(out / "final.csv")
+    assert len(finals) == 4 and set(finals["seed"]) == {0, 1}
+    # Same battery for every method: energy can only be spent from it.
+    assert (finals["energy_used_j"] <= finals["energy_used_j"].max() + 1e-12).all()
+    assert (out / "figures" / "curves.png").exists() and (out / "figures" / "tau_heatmap.png").exists()
+
+
+def test_demo_allocation_part(cli) -> None:
+    code, stdout, _ = cli("demo", "--skip-learning", "--alloc-devices", "12", "--time-limit", "5")
+    assert code == 0 and "| network | heuristic |" in stdout
