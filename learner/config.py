@@ -37,6 +37,7 @@ class TrainConfig:
     battery_j: float | None = None  # None: exactly enough for uniform local_iters every round
     battery_scale: float = 1.0  # multiplies the automatic battery
     seed: int = 0
+    threads: int = 1  # torch intra-op threads (the matrices are tiny: 1 is fastest on CPU)
     lr: float = 0.1
     momentum: float = 0.9
     batch_size: int = 32
@@ -67,7 +68,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong; raise ConfigError naming the field."""
-        positive_int = ("devices", "rounds", "batch_size", "hidden", "embed", "feature", "tau_max")
+        positive_int = ("devices", "rounds", "batch_size", "hidden", "embed", "feature", "tau_max",
+                        "threads")
         for name in positive_int:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -9,7 +9,7 @@ Local training aligns the devices' common features with the generator's samples.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ class Generator:
     params: dict[str, Tensor]
     n_classes: int
     noise_dim: int
+    adam: dict[str, Tensor] = field(default_factory=dict)  # per-device Adam moments, kept across rounds
+    adam_steps: Tensor | None = None  # (K,) Adam step count of each device's copy
 
     @classmethod
     def create(cls, n_devices: int, n_classes: int, feature: int, noise_dim: int = 16,
@@ -65,8 +67,6 @@ def train_generator(generator: Generator, classifier_w: Tensor, classifier_b: Te
     weights = listen / listen.sum(dim=1, keepdim=True).clamp(min=1.0)
     w, b = classifier_w.detach(), classifier_b.detach()
     mask = torch.as_tensor(active, dtype=torch.float32)
-    params = list(generator.params.values())
-    opt = torch.optim.Adam(params, lr=lr)
     loss_value = float("nan")
     for _ in range(steps):
         labels = torch.randint(0, generator.n_classes, (K, batch), generator=gen)
@@ -78,10 +78,36 @@ def train_generator(generator: Generator, classifier_w: Tensor, classifier_b: Te
                              reduction="none").reshape(K, K, batch).mean(-1)
         per_device = (weights * ce).sum(dim=1)
         loss = (per_device * mask).sum()
-        opt.zero_grad()
+        for p in generator.params.values():
+            p.grad = None
         loss.backward()
-        for p in params:  # inactive devices keep their copy untouched
-            p.grad *= mask.view(-1, *([1] * (p.dim() - 1)))
-        opt.step()
+        _adam_step(generator, mask, lr)
         loss_value = float((per_device.detach() * mask).sum() / mask.sum().clamp(min=1))
+    for p in generator.params.values():
+        p.grad = None
     return loss_value
+
+
+def _adam_step(generator: Generator, mask: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+               eps: float = 1e-8) -> None:
+    """Adam on each device's copy where mask (K,) is 1 (inactive copies and moments stay put).
+
+    Written out (rather than torch.optim.Adam) to keep per-device step counts and to avoid
+    torch.optim's import-time cost in short runs.
+    """
+    K = mask.shape[0]
+    if generator.adam_steps is None:
+        generator.adam_steps = torch.zeros(K)
+    generator.adam_steps += mask
+    steps = generator.adam_steps.clamp(min=1.0)
+    with torch.no_grad():
+        for name, p in generator.params.items():
+            shape = (-1, *([1] * (p.dim() - 1)))
+            m = mask.view(shape)
+            first = generator.adam.setdefault(f"{name}.m", torch.zeros_like(p))
+            second = generator.adam.setdefault(f"{name}.v", torch.zeros_like(p))
+            first.copy_(torch.where(m > 0, betas[0] * first + (1 - betas[0]) * p.grad, first))
+            second.copy_(torch.where(m > 0, betas[1] * second + (1 - betas[1]) * p.grad ** 2, second))
+            m_hat = first / (1 - betas[0] ** steps).view(shape)
+            v_hat = second / (1 - betas[1] ** steps).view(shape)
+            p.sub_(lr * m * m_hat / (v_hat.sqrt() + eps))

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from learner.generator import Generator
 from learner.models import Network, common_logits, encode, fuse
+from metrics.variation import parameter_variation
 
 
 @dataclass
@@ -86,15 +87,26 @@ class Optimizer:
 
 @dataclass
 class LocalResult:
-    """What local training measured: per-block parameter change and mean loss."""
+    """What local training measured: per-modality parameter snapshots, speeds and mean loss."""
 
-    variation: NDArray[np.float64]  # v[k, m] (nan where tau = 0)
+    start: list[NDArray[np.float32]]  # per modality: (K, P_m) block parameters before the round
+    end: list[NDArray[np.float32]]  # per modality: (K, P_m) block parameters after local training
+    variation: NDArray[np.float64]  # v[k, m] = parameter_variation(start, end, tau) (nan: tau 0)
     loss: float
-    modulation: NDArray[np.float64] | None = None
+    modulation: NDArray[np.float64] | None = None  # mean gradient coefficients (K, M), OGM-GE
 
 
-def _flat(block: dict[str, Tensor]) -> Tensor:
-    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1)
+def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
+    """One modality block's parameters as a (K, P) array, one row per device."""
+    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1).numpy().copy()
+
+
+def measure_variation(start: list[NDArray[np.float32]], end: list[NDArray[np.float32]],
+                      tau: NDArray[np.int64]) -> NDArray[np.float64]:
+    """v[k, m] = ||end - start|| / (||start|| tau[k, m]) (metrics.variation), nan where tau is 0."""
+    K, M = tau.shape
+    return np.array([[parameter_variation(start[m][k], end[m][k], int(tau[k, m])) for m in range(M)]
+                     for k in range(K)], dtype=np.float64)
 
 
 def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds: NDArray[np.bool_],
@@ -102,13 +114,21 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                    gen: torch.Generator, batch_size: int = 32, weights: LossWeights | None = None,
                    generator: Generator | None = None, modulation: Modulation | None = None,
                    ge_noise: bool = False, modality_dropout: float = 0.0) -> LocalResult:
-    """Run every device's local iterations (vectorised over devices)."""
+    """Run every device's local iterations (vectorised over devices).
+
+    tau (K, M): iterations per device and modality (0 where not held or inactive). Device k runs
+    L_k = max_m tau[k, m] iterations; modality m's block is updated in iterations 1..tau[k, m]
+    only, the shared blocks in all L_k. ``weights`` sets each loss term (0 switches it off);
+    ``generator`` enables the KD terms; ``modulation`` maps per-modality scores (K, M) to
+    gradient coefficients (K, M) (OGM-GE), ``ge_noise`` adds Gaussian noise with the
+    gradient's own std. Returns the blocks' start/end snapshots and v[k, m].
+    """
     weights = weights or LossWeights()
     K, M = holds.shape
     tau = np.where(holds & active[:, None], tau, 0)
     local_iters = tau.max(axis=1)
     present = torch.as_tensor(holds)
-    start = [_flat(b) for b in net.blocks]
+    start = [flatten_block(b) for b in net.blocks]
     losses, mods = [], []
     for i in range(1, int(local_iters.max(initial=0)) + 1):
         idx = data.batch(batch_size, rng)
@@ -182,17 +202,11 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         shared_mask = torch.as_tensor((local_iters >= i) & active, dtype=torch.float32)
         opt.step(list(net.shared.values()), shared_mask)
         losses.append(float(loss.detach()) / max(int(active.sum()), 1))
-    variation = np.full((K, M), np.nan)
-    for m, block in enumerate(net.blocks):
-        end = _flat(block)
-        change = (end - start[m]).norm(dim=1).numpy()
-        norm = start[m].norm(dim=1).numpy()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = change / (np.where(norm > 0, norm, 1.0) * tau[:, m])
-        variation[:, m] = np.where(tau[:, m] > 0, v, np.nan)
+    end = [flatten_block(b) for b in net.blocks]
     for p in net.parameters():
         p.grad = None
-    return LocalResult(variation, float(np.mean(losses)) if losses else float("nan"),
+    mean_loss = float(np.mean(losses)) if losses else float("nan")
+    return LocalResult(start, end, measure_variation(start, end, tau), mean_loss,
                        np.mean(mods, axis=0) if mods else None)
 
 

@@ -7,7 +7,8 @@ any callable from a `RoundState` to a `PolicyDecision` (or a (K, M) array of cou
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,15 @@ from learner.energy import EnergyProfile, make_profile
 from learner.errors import ConfigError
 from learner.generator import Generator, train_generator
 from learner.gossip import metropolis_weights
-from learner.local import LocalData, LossWeights, Optimizer, local_training, ogm_ge_modulation
+from learner.local import (
+    LocalData,
+    LocalResult,
+    LossWeights,
+    Modulation,
+    Optimizer,
+    local_training,
+    ogm_ge_modulation,
+)
 from learner.methods import MethodSpec, get_method
 from learner.models import Network, predict
 from learner.partition import dirichlet_partition, modality_availability
@@ -99,10 +108,10 @@ def build(config: TrainConfig) -> Setup:
     """Data, partitions, availability, topology, models and energy profile of a run."""
     config.validate()
     method = get_method(config.method)
-    data = load_dataset(config.dataset, config.views, seed=config.seed, n_samples=config.n_samples,
-                        dims=config.synthetic_dims, signal=config.synthetic_signal,
-                        noise=config.synthetic_noise) if config.dataset == "synthetic" else \
-        load_dataset(config.dataset, config.views, seed=config.seed)
+    synthetic = {"n_samples": config.n_samples, "dims": config.synthetic_dims,
+                 "signal": config.synthetic_signal, "noise": config.synthetic_noise}
+    data = load_dataset(config.dataset, config.views, seed=config.seed,
+                        **(synthetic if config.dataset == "synthetic" else {}))
     K = config.devices
     parts = dirichlet_partition(data.train_labels, K, config.alpha, config.min_samples, config.seed)
     mode = config.availability
@@ -138,104 +147,199 @@ class RunResult:
 
 
 def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True) -> RunResult:
-    """Train for config.rounds rounds with the given allocation policy."""
+    """Train for config.rounds rounds, asking ``policy`` for the iteration table every round."""
     t_start = time.perf_counter()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    s = build(config)
-    if s.method.policy == "external" and policy is None:
-        raise ConfigError(f"method {config.method!r} needs an allocation policy")
-    policy = policy or uniform_policy
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    K, M = s.holds.shape
-    views, names = list(s.data.views), [f"dev{k}" for k in range(K)]
-    local_data = LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts)
-    test_views = [torch.as_tensor(s.data.test[v]) for v in views]
-    weights = LossWeights(*(w if s.method.decomposition else 0.0 for w in
-                            (config.w_difference, config.w_similarity, config.w_common)),
-                          kd=config.w_kd if s.method.kd else 0.0)
-    modulation = ogm_ge_modulation(config.ogm_alpha) if s.method.modulation == "ogm-ge" else None
-    opt = Optimizer(lr=config.lr, momentum=config.momentum)
-    tracker = SpeedTracker(K, M, beta=config.speed_beta)
-    battery = s.battery_j.copy()
-    active = np.ones(K, bool)
-    last_tau = np.zeros((K, M), np.int64)
-    rows, round_rows, drops = [], [], []
-    policy_s = train_s = 0.0
-    bar = _progress(config.rounds, progress)
-    for t in range(config.rounds):
-        speed_before = tracker.speed(s.holds)
-        state = RoundState(t, config.rounds, names, views, s.holds, speed_before, battery.copy(),
-                           s.profile.forward_j, s.profile.backward_j, s.profile.comm_j,
-                           active.copy(), s.topology.adjacency, config.tau_min, config.tau_max,
-                           config.local_iters, last_tau.copy())
-        t0 = time.perf_counter()
-        decision = _as_decision(policy(state))                      # tau = policy(state)
-        policy_s += time.perf_counter() - t0
-        tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
-        cost = s.profile.round_cost(tau, s.holds)
-        broke = active & (tau.max(axis=1) > 0) & (cost > battery * (1 + 1e-9))
-        for k in set(decision.dropped) | set(np.flatnonzero(broke).tolist()):
+    with torch_threads(config.threads):  # tiny matrices: one thread is fastest (and reproducible)
+        s = build(config)
+        if s.method.policy == "external" and policy is None:
+            raise ConfigError(f"method {config.method!r} needs an allocation policy")
+        policy = policy or uniform_policy
+        trainer = Trainer.create(s)
+        battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
+        last_tau = np.zeros(s.holds.shape, np.int64)
+        log = RunLog(s)
+        bar = _progress(config.rounds, progress)
+        for t in range(config.rounds):
+            log.drop(t, active, _cannot_pay_cheapest_round(s, battery, active))  # reported, not silent
+            speed = trainer.tracker.speed(s.holds)
+            state = round_state(s, t, speed, battery, active, last_tau)
+            t0 = time.perf_counter()
+            decision = _as_decision(policy(state))                  # tau = policy(state)
+            log.policy_s += time.perf_counter() - t0
+            log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
+            tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
+            log.drop(t, active, _overspending(s, tau, battery, active))
+            tau[~active] = 0
+            cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
+            t0 = time.perf_counter()
+            local = trainer.local_training(tau, active)             # deltas, per-modality tau
+            trainer.tracker.update(local.variation)                 # v -> speeds for next round
+            battery = battery - cost                                # energy: compute + comm
+            _gossip(s, active)                                      # modality-wise consensus
+            trainer.update_generator(active)                        # KD: train + gossip G
+            log.train_s += time.perf_counter() - t0
+            log.record(t, decision, tau, speed, local, cost, battery, active,
+                       evaluate(s, active, trainer.test_views))
+            last_tau = tau
+            bar(t, log.last["accuracy"], log.last["energy_used_j"])
+        bar(None, 0.0, 0.0)
+        return log.result(time.perf_counter() - t_start)
+
+
+@dataclass
+class Trainer:
+    """The training machinery of a run: data as tensors, optimiser, random streams, speeds."""
+
+    setup: Setup
+    data: LocalData
+    test_views: list[torch.Tensor]
+    weights: LossWeights
+    modulation: Modulation | None
+    opt: Optimizer
+    tracker: SpeedTracker
+    rng: np.random.Generator  # mini-batch sampling, modality dropout
+    gen: torch.Generator  # generator noise, OGM-GE noise
+
+    @classmethod
+    def create(cls, s: Setup) -> Trainer:
+        """Seeded from the config: the same seed gives the same run."""
+        config, views = s.config, list(s.data.views)
+        method = s.method
+        weights = LossWeights(
+            difference=config.w_difference if method.decomposition else 0.0,
+            similarity=config.w_similarity if method.decomposition else 0.0,
+            common=config.w_common if method.decomposition else 0.0,
+            kd=config.w_kd if method.kd else 0.0)
+        modulation = ogm_ge_modulation(config.ogm_alpha) if method.modulation == "ogm-ge" else None
+        return cls(s, LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts),
+                   [torch.as_tensor(s.data.test[v]) for v in views], weights, modulation,
+                   Optimizer(lr=config.lr, momentum=config.momentum),
+                   SpeedTracker(*s.holds.shape, beta=config.speed_beta),
+                   np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
+
+    def local_training(self, tau: NDArray[np.int64], active: NDArray[np.bool_]) -> LocalResult:
+        """Every active device's L_k local iterations with per-modality counts tau."""
+        s = self.setup
+        return local_training(s.net, self.data, tau, s.holds, active, self.opt, self.rng, self.gen,
+                              s.config.batch_size, self.weights, s.generator, self.modulation,
+                              ge_noise=self.modulation is not None,
+                              modality_dropout=s.config.modality_dropout)
+
+    def update_generator(self, active: NDArray[np.bool_]) -> None:
+        """Train each active device's generator against its and its neighbours' common
+        classifiers, then gossip-average the copies among active devices."""
+        s = self.setup
+        if s.generator is None or not active.any():
+            return
+        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"], s.topology.adjacency,
+                        active, s.config.generator_steps, s.config.batch_size,
+                        s.config.generator_lr, self.gen)
+        _gossip_tensors(list(s.generator.params.values()),
+                        metropolis_weights(s.topology.adjacency, active))
+
+
+def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
+                active: NDArray[np.bool_], last_tau: NDArray[np.int64]) -> RoundState:
+    """What the policy sees at the start of round t (copies: a policy cannot change the run)."""
+    c = s.config
+    return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
+                      s.holds.copy(), speed.copy(), battery.copy(), s.profile.forward_j.copy(),
+                      s.profile.backward_j.copy(), s.profile.comm_j.copy(), active.copy(),
+                      s.topology.adjacency.copy(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
+
+
+def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
+                               active: NDArray[np.bool_]) -> dict[int, str]:
+    """Active devices whose battery cannot pay tau_min on their modalities plus communication."""
+    cheapest = s.profile.cheapest_round(s.holds, s.config.tau_min)
+    broke = active & (cheapest > battery * (1 + 1e-9))
+    return {int(k): f"battery {battery[k]:.4g} J cannot pay the cheapest round "
+                    f"(tau_min {s.config.tau_min}: {cheapest[k]:.4g} J)" for k in np.flatnonzero(broke)}
+
+
+def _overspending(s: Setup, tau: NDArray[np.int64], battery: NDArray[np.float64],
+                  active: NDArray[np.bool_]) -> dict[int, str]:
+    """Active devices given a tau their battery cannot pay (a policy's mistake, reported)."""
+    cost = s.profile.round_cost(tau, s.holds)
+    broke = active & (tau.max(axis=1) > 0) & (cost > battery * (1 + 1e-9))
+    return {int(k): f"policy's tau costs {cost[k]:.4g} J, battery has {battery[k]:.4g} J"
+            for k in np.flatnonzero(broke)}
+
+
+class RunLog:
+    """Tidy logs: one row per round x device x modality, one per round, and drop-outs."""
+
+    def __init__(self, s: Setup) -> None:
+        self.setup = s
+        self.rows: list[dict[str, Any]] = []
+        self.round_rows: list[dict[str, Any]] = []
+        self.drops: list[dict[str, Any]] = []
+        self.policy_s = 0.0
+        self.train_s = 0.0
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The latest per-round row."""
+        return self.round_rows[-1]
+
+    def drop(self, t: int, active: NDArray[np.bool_], reasons: dict[int, str]) -> None:
+        """Deactivate devices for good, logging round and reason."""
+        for k, reason in sorted(reasons.items()):
             if active[k]:
                 active[k] = False
-                reason = "policy: cannot pay the cheapest round" if k in decision.dropped \
-                    else f"round cost {cost[k]:.4g} J exceeds battery {battery[k]:.4g} J"
-                drops.append({"round": t, "device": names[k], "reason": reason})
-        tau[~active] = 0
-        cost = s.profile.round_cost(tau, s.holds)
-        t0 = time.perf_counter()
-        local = local_training(s.net, local_data, tau, s.holds, active, opt, rng, gen,  # deltas
-                               config.batch_size, weights, s.generator, modulation,
-                               ge_noise=modulation is not None,
-                               modality_dropout=config.modality_dropout)
-        tracker.update(local.variation)                            # v -> state for next round
-        battery = battery - np.where(active, cost, 0.0)            # energy: compute + comm
-        _gossip(s, active)                                         # modality-wise consensus
-        if s.generator is not None and active.any():               # KD generator
-            train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"],
-                            s.topology.adjacency, active, config.generator_steps,
-                            config.batch_size, config.generator_lr, gen)
-            _gossip_tensors(list(s.generator.params.values()),
-                            metropolis_weights(s.topology.adjacency, active))
-        train_s += time.perf_counter() - t0
-        evals = evaluate(s, active, test_views)                     # log
-        last_tau = tau
-        b = balance(speed_before, s.holds)
-        for k in range(K):
-            for m in range(M):
-                if not s.holds[k, m]:
-                    continue
-                rows.append({
-                    "round": t, "device": names[k], "modality": views[m], "tau": int(tau[k, m]),
-                    "v": local.variation[k, m], "speed": speed_before[k, m], "b": b[k, m],
-                    "predicted_progress": speed_before[k, m] * tau[k, m],
-                    "realised_progress": (local.variation[k, m] * tau[k, m]
-                                          if tau[k, m] > 0 else 0.0),
-                    "energy_j": cost[k] if active[k] else 0.0, "battery_j": battery[k],
-                    "active": bool(active[k]), "device_accuracy": evals["device"][k],
-                })
-        info = {k: v for k, v in decision.info.items() if np.isscalar(v)}
-        round_rows.append({
+                self.drops.append({"round": t, "device": f"dev{k}", "reason": reason})
+
+    def record(self, t: int, decision: PolicyDecision, tau: NDArray[np.int64],
+               speed: NDArray[np.float64], local: LocalResult, cost: NDArray[np.float64],
+               battery: NDArray[np.float64], active: NDArray[np.bool_], evals: dict[str, Any]) -> None:
+        """Append round t's rows."""
+        s = self.setup
+        views = list(s.data.views)
+        b = balance(speed, s.holds)
+        for k, m in zip(*np.nonzero(s.holds)):
+            v = local.variation[k, m]
+            self.rows.append({
+                "round": t, "device": f"dev{k}", "modality": views[m], "tau": int(tau[k, m]),
+                "v": v, "speed": speed[k, m], "b": b[k, m],
+                "predicted_progress": speed[k, m] * tau[k, m],
+                "realised_progress": v * tau[k, m] if tau[k, m] > 0 else 0.0,
+                "energy_j": cost[k], "battery_j": battery[k], "active": bool(active[k]),
+                "device_accuracy": evals["device"][k],
+            })
+        info = {key: value for key, value in decision.info.items() if np.isscalar(value)}
+        self.round_rows.append({
             "round": t, "accuracy": evals["accuracy"], "consensus_accuracy": evals["consensus"],
             **{f"acc_{v}": evals["modality"][v] for v in views},
             "loss": local.loss, "active_devices": int(active.sum()),
-            "energy_used_j": float((s.battery_j - battery).sum()),
-            "energy_left_j": float(battery.sum()),
-            "policy_time_s": policy_s, "train_time_s": train_s, **info,
+            "energy_used_j": float((s.battery_j - battery).sum()), "energy_left_j": float(battery.sum()),
+            "policy_time_s": self.policy_s, "train_time_s": self.train_s, **info,
         })
-        bar(t, evals["accuracy"], float((s.battery_j - battery).sum()))
-    bar(None, 0.0, 0.0)
-    final = round_rows[-1]
-    summary = {
-        "method": config.method, "rounds": config.rounds, "dataset": config.dataset,
-        "views": views, "devices": K, "seed": config.seed,
-        "accuracy": final["accuracy"], "consensus_accuracy": final["consensus_accuracy"],
-        "modality_accuracy": {v: final[f"acc_{v}"] for v in views},
-        "energy_used_j": final["energy_used_j"], "battery_total_j": float(s.battery_j.sum()),
-        "dropped_devices": drops, "wall_time_s": time.perf_counter() - t_start,
-        "policy_time_s": policy_s, "train_time_s": train_s,
-    }
-    return RunResult(pd.DataFrame(rows), pd.DataFrame(round_rows), summary, s)
+
+    def result(self, wall_time_s: float) -> RunResult:
+        """The tables and the summary."""
+        s, final = self.setup, self.last
+        views = list(s.data.views)
+        summary = {
+            "method": s.config.method, "rounds": s.config.rounds, "dataset": s.config.dataset,
+            "views": views, "devices": s.config.devices, "seed": s.config.seed,
+            "accuracy": final["accuracy"], "consensus_accuracy": final["consensus_accuracy"],
+            "modality_accuracy": {v: final[f"acc_{v}"] for v in views},
+            "energy_used_j": final["energy_used_j"], "battery_total_j": float(s.battery_j.sum()),
+            "dropped_devices": self.drops, "wall_time_s": wall_time_s,
+            "policy_time_s": self.policy_s, "train_time_s": self.train_s,
+        }
+        return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n intra-op threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _as_decision(out: Any) -> PolicyDecision:
