@@ -75,13 +75,15 @@ class Problem:
         if holds.shape != (n_dev, n_mod):
             raise ProblemError(f"holds has shape {holds.shape}, expected {(n_dev, n_mod)}")
         set_(self, "holds", holds)
-        for name in ("speed", "forward_energy", "backward_energy"):
+        # A zero forward energy is allowed: a learner that skips the forward pass of stopped
+        # encoders pays forward costs per tau, folded into backward_energy (docs/formulation.md).
+        for name, rule in (("speed", "> 0"), ("forward_energy", ">= 0"), ("backward_energy", "> 0")):
             arr = np.where(holds, _array(getattr(self, name), name, (n_dev, n_mod)), 0.0)
-            bad = holds & (arr <= 0)
+            bad = holds & ((arr < 0) if rule == ">= 0" else (arr <= 0))
             if bad.any():
                 k, m = np.argwhere(bad)[0]
                 raise ProblemError(
-                    f"device {devices[k]!r}: {name} for {modalities[m]!r} must be > 0 "
+                    f"device {devices[k]!r}: {name} for {modalities[m]!r} must be {rule} "
                     f"(got {arr[k, m]:g})"
                 )
             set_(self, name, arr)

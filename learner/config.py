@@ -33,6 +33,8 @@ class TrainConfig:
     availability: str = "auto"  # auto (random if missing_rate > 0, else all), all, random, pattern
     pattern: list[list[str]] | None = None  # view sets cycled over devices (availability=pattern)
     topology: str = "ring"
+    topology_p: float | None = None  # erdos-renyi edge probability (None: 2 ln K / K)
+    topology_radius_m: float | None = None  # geometric link radius in a 100 m square (None: auto)
     method: str = "dmml-kd"
     battery_j: float | None = None  # None: exactly enough for uniform local_iters every round
     battery_scale: float = 1.0  # multiplies the automatic battery
@@ -48,7 +50,10 @@ class TrainConfig:
     w_similarity: float = 0.1
     w_common: float = 0.5
     w_kd: float = 0.5
-    modality_dropout: float = 0.3  # drop held views from the fused prediction while training
+    # Drop held views from the fused prediction while training; None: 0.3 when some device
+    # misses a view (the fusion must work from any subset), else 0.
+    modality_dropout: float | None = None
+    fusion_rule: str = "training"  # "training": only encoders still training feed the fusion
     generator_steps: int = 5
     generator_lr: float = 1e-3
     speed_beta: float = 0.5
@@ -86,8 +91,16 @@ class TrainConfig:
             raise ConfigError(f"missing_rate must be in [0, 1) (got {self.missing_rate})")
         if self.battery_j is not None and not self.battery_j > 0:
             raise ConfigError(f"battery_j must be > 0 (got {self.battery_j})")
+        if self.topology_p is not None and not 0.0 < self.topology_p <= 1.0:
+            raise ConfigError(f"topology_p must be in (0, 1] (got {self.topology_p})")
+        if self.topology_radius_m is not None and not self.topology_radius_m > 0:
+            raise ConfigError(f"topology_radius_m must be > 0 (got {self.topology_radius_m})")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0 (got {self.lr})")
+        if self.modality_dropout is not None and not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1) (got {self.modality_dropout})")
+        if self.fusion_rule not in ("all", "training"):
+            raise ConfigError(f"fusion_rule must be all or training (got {self.fusion_rule!r})")
         if self.availability not in ("auto", "all", "random", "pattern"):
             raise ConfigError(f"availability must be auto, all, random or pattern "
                               f"(got {self.availability!r})")
@@ -102,14 +115,35 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
     """Build a config from a dict (a [train] table or top level), rejecting unknown keys."""
     if "train" in data and isinstance(data["train"], dict):
         data = data["train"]
-    known = {f.name for f in fields(TrainConfig)}
-    for key in data:
+    known = {f.name: str(f.type) for f in fields(TrainConfig)}
+    for key, value in data.items():
         if key not in known:
             raise ConfigError(f"{source}: unknown option {key!r}")
+        if not _type_ok(value, known[key]):
+            raise ConfigError(f"{source}: {key} must be {known[key]} (got {value!r})")
     try:
         return TrainConfig(**data).validate()
     except TypeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Whether a TOML/flag value fits a field's annotation (int, float, str, list, or None)."""
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        return "None" in kinds
+    for kind in kinds:
+        if kind == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if (kind == "int" and isinstance(value, int)) or (kind == "str" and isinstance(value, str)):
+            return True
+        if kind == "float" and isinstance(value, (int, float)):
+            return True
+        if kind.startswith("list") and isinstance(value, list):
+            return True
+    return False
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -31,9 +31,23 @@ class EnergyProfile:
     comm_j: NDArray[np.float64]  # (K,)
     cpu_hz: NDArray[np.float64]  # (K,)
 
+    fusion_rule: str = "training"
+
+    def planning_energies(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(forward, backward) per iteration as the allocator should see them.
+
+        Under the ``training`` fusion rule a stopped encoder runs no forward pass, so a
+        modality's forward cost is paid tau times, not L_k times: it folds into the
+        per-iteration cost and the L_k term vanishes.
+        """
+        if self.fusion_rule == "training":
+            return np.zeros_like(self.forward_j), self.forward_j + self.backward_j
+        return self.forward_j, self.backward_j
+
     def round_cost(self, tau: NDArray[np.int64], holds: NDArray[np.bool_]) -> NDArray[np.float64]:
         """Computation plus communication energy of a round with counts tau (0 for no training)."""
-        compute = computation_energy_j(tau, holds, self.forward_j, self.backward_j)
+        forward, backward = self.planning_energies()
+        compute = computation_energy_j(tau, holds, forward, backward)
         return compute + np.where(np.asarray(tau).max(axis=1) > 0, self.comm_j, 0.0)
 
     def cheapest_round(self, holds: NDArray[np.bool_], tau_min: int) -> NDArray[np.float64]:
@@ -44,7 +58,7 @@ class EnergyProfile:
 def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_params: int,
                  topology: Topology, batch_size: int, seed: int = 0,
                  cpu_range_hz: tuple[float, float] = (0.5e9, 2.0e9), tx_power_w: float = 0.1,
-                 bandwidth_hz: float = 1e6) -> EnergyProfile:
+                 bandwidth_hz: float = 1e6, fusion_rule: str = "training") -> EnergyProfile:
     """Heterogeneous devices: CPU frequency drawn per device; links from the topology."""
     rng = np.random.default_rng(seed + 104_729)
     holds = np.asarray(holds, bool)
@@ -56,4 +70,4 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
     bits = 32.0 * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1) + shared_params)
     gain = weakest_link_gain(topology)
     comm = communication_energy_j(tx_power_w, bits, gain, bandwidth_hz)
-    return EnergyProfile(forward, backward, comm, cpu)
+    return EnergyProfile(forward, backward, comm, cpu, fusion_rule)

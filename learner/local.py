@@ -1,8 +1,10 @@
 """Local training of all devices at once, with per-modality iteration counts.
 
-Device k runs L_k = max_m tau[k, m] iterations. In iteration i every held encoder runs forward
-(the fused prediction needs all of them) but only encoders with i <= tau[k, m] are updated;
-the shared fusion and common classifiers are updated in every one of the L_k iterations. The
+Device k runs L_k = max_m tau[k, m] iterations; the encoder of modality m is updated only while
+i <= tau[k, m]; the shared fusion and common classifiers are updated in every one of the L_k
+iterations. Two fusion rules: ``"all"`` (DESIGN.md: every held encoder runs forward in every
+iteration and feeds the fused prediction) and ``"training"`` (the default: only encoders still
+training feed it, so a stopped encoder also stops its forward passes; see docs/learner.md). The
 update is SGD with momentum applied through a (device, block) mask, so a frozen block moves by
 exactly zero.
 """
@@ -113,7 +115,8 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                    active: NDArray[np.bool_], opt: Optimizer, rng: np.random.Generator,
                    gen: torch.Generator, batch_size: int = 32, weights: LossWeights | None = None,
                    generator: Generator | None = None, modulation: Modulation | None = None,
-                   ge_noise: bool = False, modality_dropout: float = 0.0) -> LocalResult:
+                   ge_noise: bool = False, modality_dropout: float = 0.0,
+                   fusion_rule: str = "training") -> LocalResult:
     """Run every device's local iterations (vectorised over devices).
 
     tau (K, M): iterations per device and modality (0 where not held or inactive). Device k runs
@@ -144,12 +147,18 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             commons.append(c)
             specifics.append(s)
         fusion_mask = present
+        if fusion_rule == "training":
+            # Only encoders still training (i <= tau) feed the fusion; a stopped encoder skips
+            # its forward pass. Extra iterations of a slow modality then train it and the fusion
+            # head on their own instead of next to a frozen dominant modality.
+            training = torch.as_tensor(tau >= i) & present
+            fusion_mask = torch.where(training.any(dim=1, keepdim=True), training, present)
         if modality_dropout > 0:
             # Modality dropout: the fused prediction must also work from a subset of the views
             # (devices hold different subsets); every device keeps at least one held view.
-            keep = torch.as_tensor(rng.random((K, M)) >= modality_dropout) & present
+            keep = torch.as_tensor(rng.random((K, M)) >= modality_dropout) & fusion_mask
             none_left = ~keep.any(dim=1)
-            keep[none_left] = present[none_left]
+            keep[none_left] = fusion_mask[none_left]
             fusion_mask = keep
         logits, c_mean = fuse(net, commons, specifics, fusion_mask)
         flat_y = y.reshape(-1)

@@ -22,7 +22,7 @@ from learner.data import MultiViewDataset, load_dataset
 from learner.energy import EnergyProfile, make_profile
 from learner.errors import ConfigError
 from learner.generator import Generator, train_generator
-from learner.gossip import metropolis_weights
+from learner.gossip import gossip_average, metropolis_weights
 from learner.local import (
     LocalData,
     LocalResult,
@@ -119,13 +119,14 @@ def build(config: TrainConfig) -> Setup:
         mode = "random" if config.missing_rate > 0 else "all"
     holds = modality_availability(K, data.views, mode, config.missing_rate, config.pattern,
                                   config.seed)
-    topology = make_topology(config.topology, K, config.seed)
+    topology = make_topology(config.topology, K, config.seed, p=config.topology_p,
+                             radius_m=config.topology_radius_m)
     net = Network.create(K, [data.dims[v] for v in data.views], data.n_classes, config.hidden,
                          config.embed, config.feature, config.seed)
     generator = Generator.create(K, data.n_classes, config.feature, seed=config.seed) \
         if method.kd else None
     profile = make_profile(holds, net.block_sizes(), net.shared_size(), topology,
-                           config.batch_size, config.seed)
+                           config.batch_size, config.seed, fusion_rule=config.fusion_rule)
     if config.battery_j is not None:
         battery = np.full(K, float(config.battery_j))
     else:
@@ -186,6 +187,13 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         return log.result(time.perf_counter() - t_start)
 
 
+def effective_dropout(s: Setup) -> float:
+    """Modality dropout of a run: as configured, or (None) 0.3 when some device misses a view."""
+    if s.config.modality_dropout is not None:
+        return float(s.config.modality_dropout)
+    return 0.0 if s.holds.all() else 0.3
+
+
 @dataclass
 class Trainer:
     """The training machinery of a run: data as tensors, optimiser, random streams, speeds."""
@@ -223,7 +231,8 @@ class Trainer:
         return local_training(s.net, self.data, tau, s.holds, active, self.opt, self.rng, self.gen,
                               s.config.batch_size, self.weights, s.generator, self.modulation,
                               ge_noise=self.modulation is not None,
-                              modality_dropout=s.config.modality_dropout)
+                              modality_dropout=effective_dropout(s),
+                              fusion_rule=s.config.fusion_rule)
 
     def update_generator(self, active: NDArray[np.bool_]) -> None:
         """Train each active device's generator against its and its neighbours' common
@@ -243,8 +252,8 @@ def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[n
     """What the policy sees at the start of round t (copies: a policy cannot change the run)."""
     c = s.config
     return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
-                      s.holds.copy(), speed.copy(), battery.copy(), s.profile.forward_j.copy(),
-                      s.profile.backward_j.copy(), s.profile.comm_j.copy(), active.copy(),
+                      s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
+                      s.profile.comm_j.copy(), active.copy(),
                       s.topology.adjacency.copy(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
 
 
@@ -352,10 +361,10 @@ def _as_decision(out: Any) -> PolicyDecision:
 
 
 def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -> None:
-    w = torch.as_tensor(weights, dtype=torch.float32)
+    """One gossip step on each stacked (K, ...) tensor, in place."""
     with torch.no_grad():
         for p in tensors:
-            p.copy_((w @ p.reshape(p.shape[0], -1)).reshape(p.shape))
+            p.copy_(gossip_average(p.detach(), weights))
 
 
 def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:

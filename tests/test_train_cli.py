@@ -1,0 +1,92 @@
+"""`dmmlkd train`: outputs on disk, rerun from the saved config, user errors as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tomllib
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+TINY = ["--dataset", "synthetic", "--devices", "3", "--rounds", "2", "--quiet"]
+
+
+def test_train_writes_config_rounds_and_summary(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = cli("train", *TINY, "--out", str(out))
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {"config.toml", "rounds.parquet", "history.csv",
+                                               "summary.json"}
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("method", "rounds", "accuracy", "consensus_accuracy", "modality_accuracy",
+                "energy_used_j", "dropped_devices", "wall_time_s", "policy_time_s", "train_time_s"):
+        assert key in summary
+    assert set(summary["modality_accuracy"]) == {"m0", "m1"}
+    assert json.loads(stdout)["accuracy"] == summary["accuracy"]  # the summary is printed
+    rows = pd.read_parquet(out / "rounds.parquet")
+    assert len(rows) == 2 * 3 * 2  # rounds x devices x modalities (all held)
+    for column in ("round", "device", "modality", "tau", "v", "b", "energy_j", "battery_j", "active"):
+        assert column in rows
+    config = tomllib.loads((out / "config.toml").read_text())["train"]
+    assert config["devices"] == 3 and config["dataset"] == "synthetic"
+    # The saved config reruns to the same numbers.
+    code, stdout2, _ = cli("train", "--config", str(out / "config.toml"), "--quiet")
+    assert code == 0 and json.loads(stdout2)["accuracy"] == summary["accuracy"]
+    assert json.loads(stdout2)["modality_accuracy"] == summary["modality_accuracy"]
+
+
+def test_flags_override_the_config_file(cli, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[train]\ndataset = "synthetic"\ndevices = 4\nrounds = 3\nmethod = "dpsgd"\n')
+    code, stdout, err = cli("train", "--config", str(config), "--rounds", "1", "--quiet")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["rounds"] == 1 and summary["devices"] == 4 and summary["method"] == "dpsgd"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--views", "fac,nope"], "unknown view 'nope'"),
+    (["--alpha", "0"], "alpha must be > 0"),
+    (["--alpha", "-1"], "alpha must be > 0"),
+    (["--devices", "900"], "devices=900 need"),
+    (["--topology", "torus", "--devices", "7"], "torus needs"),
+    (["--topology", "mesh"], "topology must be one of"),
+    (["--method", "magic"], "method must be one of"),
+    (["--missing-rate", "1.5"], "missing_rate must be in [0, 1)"),
+    (["--devices", "1"], "devices must be >= 2"),
+    (["--config", "does-not-exist.toml"], "no such file"),
+])
+def test_bad_values_exit_2_with_one_line(cli, tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "bad"
+    code, stdout, err = cli("train", *args, "--rounds", "1", "--out", str(out), "--quiet")
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written, no temp folder
+
+
+@pytest.mark.parametrize("body,message", [
+    ('[train]\ntopology = "erdos-renyi"\ntopology_p = 0.01\ndataset = "synthetic"\n',
+     "stayed disconnected"),
+    ('[train]\nlearning_rate = 0.1\n', "unknown option 'learning_rate'"),
+    ('[train]\nalpha = "high"\n', "alpha"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config_files_exit_2_with_one_line(cli, tmp_path: Path, body: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(body)
+    out = tmp_path / "bad"
+    code, stdout, err = cli("train", "--config", str(config), "--out", str(out), "--quiet")
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
