@@ -153,6 +153,10 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             # head on their own instead of next to a frozen dominant modality.
             training = torch.as_tensor(tau >= i) & present
             fusion_mask = torch.where(training.any(dim=1, keepdim=True), training, present)
+        # The encoders that ran forward this iteration: only they enter the auxiliary losses
+        # (under "training" a stopped encoder's features must not train the shared blocks,
+        # since its forward pass is not paid for).
+        running = fusion_mask.to(torch.float32)
         if modality_dropout > 0:
             # Modality dropout: the fused prediction must also work from a subset of the views
             # (devices hold different subsets); every device keeps at least one held view.
@@ -164,7 +168,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         flat_y = y.reshape(-1)
         per_dev = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_y,
                                   reduction="none").view(K, -1).mean(1)
-        pres = present.to(torch.float32)
+        pres = running
         if weights.difference:
             for m, (c, s) in enumerate(zip(commons, specifics)):
                 if c is None:

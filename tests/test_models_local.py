@@ -186,3 +186,20 @@ def test_modulation_hook_scales_the_encoder_update() -> None:
     assert not changed(before[1], after[1], 0) and not changed(before[1], after[1], 1)
     assert changed(before[0], after[0], 0)
     np.testing.assert_array_equal(res.modulation, [[1.0, 0.0], [1.0, 0.0]])
+
+
+@pytest.mark.parametrize("fusion_rule", ["all", "training"])
+def test_stopped_encoder_is_unused_under_the_training_rule(fusion_rule: str) -> None:
+    """Under "training" an encoder with tau = 0 runs no forward pass: its parameters cannot
+    influence anything; under "all" its features feed the fusion and the auxiliary losses."""
+    results = []
+    for shift in (0.0, 0.5):
+        net, data = tiny_setup()
+        with torch.no_grad():
+            net.blocks[0]["w1"].add_(shift)
+        generator = Generator.create(2, 3, 4, seed=0)
+        train(net, data, [[0, 2], [0, 3]], fusion_rule=fusion_rule, generator=generator,
+              modality_dropout=0.3)
+        results.append(snapshot(net))
+    same = all(torch.equal(results[0][j][k], results[1][j][k]) for j in (1, 2) for k in results[0][j])
+    assert same == (fusion_rule == "training")
