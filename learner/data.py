@@ -72,7 +72,7 @@ def _select(views: Sequence[str] | None, available: Sequence[str]) -> tuple[str,
         if v not in available:
             raise ConfigError(f"unknown view {v!r} (valid: {', '.join(available)})")
     if len(set(chosen)) != len(chosen):
-        raise ConfigError("views lists a view twice")
+        raise ConfigError(f"views lists a view twice (got {list(chosen)})")
     return chosen
 
 
@@ -87,35 +87,60 @@ def load_mfeat(views: Sequence[str] | None = None, seed: int = 0,
     return _finish("mfeat", raw, labels, chosen, 10, test_fraction, seed)
 
 
+SYNTHETIC_OPTIONS = ("n_samples", "n_classes", "dims", "signal", "noise")
+
+
 def make_synthetic(n_samples: int = 1200, n_classes: int = 10, dims: Sequence[int] = (32, 32),
                    signal: Sequence[float] = (2.0, 0.5), noise: float = 1.0,
                    views: Sequence[str] | None = None, seed: int = 0,
                    test_fraction: float = 0.2) -> MultiViewDataset:
-    """Views x = signal_m * mu_m[y] + noise * N(0, I): strong and weak modalities on purpose."""
+    """Views x = signal_m * mu_m[y] + noise * N(0, I): strong and weak modalities on purpose.
+
+    Class means mu_m are Gaussian with per-coordinate scale 4 / sqrt(d_m), so two classes sit
+    about 5.7 * signal_m apart in any dimension; classes are balanced (n_samples // n_classes
+    each, the rest spread over the first classes).
+    """
+    dims, signal = tuple(int(d) for d in dims), tuple(float(x) for x in signal)
     if len(dims) != len(signal):
-        raise ConfigError("synthetic dims and signal must have the same length")
-    if n_samples < 2 * n_classes or n_classes < 2:
-        raise ConfigError("synthetic data needs n_classes >= 2 and n_samples >= 2 * n_classes")
+        raise ConfigError(f"synthetic dims and signal must have the same length "
+                          f"(got {len(dims)} and {len(signal)})")
+    if not dims or min(dims) < 1:
+        raise ConfigError(f"synthetic dims must be >= 1 each (got {list(dims)})")
+    if min(signal) < 0:
+        raise ConfigError(f"synthetic signal must be >= 0 each (got {list(signal)})")
+    if not noise >= 0:
+        raise ConfigError(f"synthetic noise must be >= 0 (got {noise})")
+    if n_classes < 2 or n_samples < 2 * n_classes:
+        raise ConfigError(f"synthetic data needs n_classes >= 2 and n_samples >= 2 * n_classes "
+                          f"(got n_classes={n_classes}, n_samples={n_samples})")
     names = tuple(views) if views is not None else tuple(f"m{j}" for j in range(len(dims)))
     if len(names) != len(dims):
         raise ConfigError(f"synthetic data has {len(dims)} views; got names {list(names)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"synthetic view names must be distinct (got {list(names)})")
     rng = np.random.default_rng(seed)
     labels = np.arange(n_samples) % n_classes
     rng.shuffle(labels)
     raw = {}
     for name, d, s in zip(names, dims, signal):
         # Class means at a distance ~ 5.7 x signal from each other, whatever the dimension.
-        means = rng.normal(size=(n_classes, int(d))) * (4.0 / np.sqrt(d))
-        raw[name] = s * means[labels] + noise * rng.normal(size=(n_samples, int(d)))
+        means = rng.normal(size=(n_classes, d)) * (4.0 / np.sqrt(d))
+        raw[name] = s * means[labels] + noise * rng.normal(size=(n_samples, d))
     return _finish("synthetic", raw, labels, names, n_classes, test_fraction, seed)
 
 
 def load_dataset(name: str, views: Sequence[str] | None = None, seed: int = 0,
                  test_fraction: float = 0.2, **synthetic_kwargs) -> MultiViewDataset:
-    """Load a data set by name (`mfeat` or `synthetic`)."""
+    """Load a data set by name (`mfeat` or `synthetic`; options apply to `synthetic` only)."""
     if name == "mfeat":
+        if synthetic_kwargs:
+            raise ConfigError(f"dataset 'mfeat' takes no options (got {', '.join(synthetic_kwargs)})")
         return load_mfeat(views, seed, test_fraction)
     if name == "synthetic":
+        unknown = sorted(set(synthetic_kwargs) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown synthetic option {unknown[0]!r} "
+                              f"(valid: {', '.join(SYNTHETIC_OPTIONS)})")
         return make_synthetic(views=views, seed=seed, test_fraction=test_fraction,
                               **synthetic_kwargs)
     raise ConfigError(f"dataset must be one of {', '.join(DATASETS)} (got {name!r})")

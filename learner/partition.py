@@ -49,12 +49,18 @@ def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
 def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all",
                           missing_rate: float = 0.0, pattern: Sequence[Sequence[str]] | None = None,
                           seed: int = 0) -> NDArray[np.bool_]:
-    """Which device holds which view: all, a cycled pattern, or random with a missing rate.
+    """Which device holds which view, as a (K, M) bool table.
 
-    Every device keeps at least one view and every view keeps at least one holder.
+    ``all``: every device holds every view. ``pattern``: device k holds the views listed in
+    ``pattern[k % len(pattern)]``. ``random``: each entry is missing with ``missing_rate``; a
+    device left with none gets one view at random, a view left with no holder gets one device
+    at random. Every device keeps at least one view and every view keeps at least one holder
+    (a pattern that breaks this is a ConfigError).
     """
     views = list(views)
     K, M = n_devices, len(views)
+    if K < 1 or M < 1:
+        raise ConfigError(f"availability needs devices >= 1 and views >= 1 (got {K} and {M})")
     if mode == "all":
         holds = np.ones((K, M), bool)
     elif mode == "pattern":
@@ -63,7 +69,7 @@ def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all
         holds = np.zeros((K, M), bool)
         for k in range(K):
             entry = pattern[k % len(pattern)]
-            for v in entry:
+            for v in [entry] if isinstance(entry, str) else entry:
                 if v not in views:
                     raise ConfigError(f"pattern names unknown view {v!r}")
                 holds[k, views.index(v)] = True

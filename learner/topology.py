@@ -57,18 +57,33 @@ def _torus_shape(n: int) -> tuple[int, int]:
     for r in range(int(math.isqrt(n)), 2, -1):
         if n % r == 0 and n // r >= 3:
             return r, n // r
-    raise ConfigError(f"torus needs devices = r x c with r, c >= 3 (got {n})")
+    valid = [m for m in range(9, 65) if any(m % r == 0 and m // r >= 3 for r in range(3, 9))]
+    raise ConfigError(f"torus needs devices = r x c with r, c >= 3 (got {n}; e.g. "
+                      f"{', '.join(map(str, valid[:8]))}, ...)")
 
 
 def make_topology(name: str, n_devices: int, seed: int = 0, *, side_m: float = 100.0,
                   radius_m: float | None = None, p: float | None = None,
                   max_tries: int = 200) -> Topology:
-    """A connected device graph by name; devices are placed uniformly in a side_m square."""
+    """A connected device graph by name; devices are placed uniformly in a side_m square.
+
+    ``ring``; ``torus`` (r x c grid with wrap-around, the most square factorisation with
+    r, c >= 3); ``erdos-renyi`` (edge probability ``p``, default 2 ln n / n); ``geometric``
+    (devices linked within ``radius_m``, default side_m * sqrt(2.5 ln(n+1) / (pi n)), which is
+    usually connected); ``complete``. Random graphs are drawn again (up to ``max_tries``) until
+    connected, else ConfigError. Non-geometric graphs still get positions, for the channel.
+    """
     n = int(n_devices)
     if n < 2:
         raise ConfigError(f"devices must be >= 2 for a topology (got {n})")
     if name not in TOPOLOGIES:
         raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
+    if not side_m > 0:
+        raise ConfigError(f"side_m must be > 0 (got {side_m})")
+    if p is not None and not 0.0 < p <= 1.0:
+        raise ConfigError(f"p must be in (0, 1] (got {p})")
+    if radius_m is not None and not radius_m > 0:
+        raise ConfigError(f"radius_m must be > 0 (got {radius_m})")
     rng = np.random.default_rng(seed)
     pos = rng.uniform(0.0, side_m, size=(n, 2))
     adj = np.zeros((n, n), bool)
@@ -107,6 +122,9 @@ def make_topology(name: str, n_devices: int, seed: int = 0, *, side_m: float = 1
 
 def weakest_link_gain(topology: Topology, exponent: float = 3.0,
                       ref_gain: float = 1e-3) -> NDArray[np.float64]:
-    """Per device, the channel gain to its farthest neighbour (it must reach all of them)."""
+    """Per device, min over neighbours of path_gain(distance): its broadcast must reach all.
+
+    path_gain falls with distance, so this is the gain to the farthest neighbour.
+    """
     dist = np.where(topology.adjacency, topology.distances_m, 0.0)
     return path_gain(dist.max(axis=1), exponent=exponent, ref_gain=ref_gain)
