@@ -95,6 +95,8 @@ class TrainConfig:
             raise ConfigError(f"topology_p must be in (0, 1] (got {self.topology_p})")
         if self.topology_radius_m is not None and not self.topology_radius_m > 0:
             raise ConfigError(f"topology_radius_m must be > 0 (got {self.topology_radius_m})")
+        if not 0.0 < self.speed_beta <= 1.0:
+            raise ConfigError(f"speed_beta must be in (0, 1] (got {self.speed_beta})")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0 (got {self.lr})")
         if self.modality_dropout is not None and not 0.0 <= self.modality_dropout < 1.0:
