@@ -16,15 +16,6 @@ from metrics.variation import parameter_variation
 from studies.training import run_train_full
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is fastest, and robust to a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def synthetic(**kw) -> TrainConfig:
     base = dict(dataset="synthetic", devices=4, rounds=4, n_samples=600, topology="ring")
     return TrainConfig(**{**base, **kw})

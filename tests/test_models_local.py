@@ -12,15 +12,6 @@ from learner.models import Network, encode, fuse, predict
 from metrics.variation import parameter_variation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one intra-op thread is fastest, and robust to a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_setup(seed: int = 0, devices: int = 2):
     rng = np.random.default_rng(seed)
     views = [rng.normal(size=(60, 5)).astype(np.float32), rng.normal(size=(60, 3)).astype(np.float32)]

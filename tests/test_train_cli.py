@@ -8,16 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import tomllib
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 TINY = ["--dataset", "synthetic", "--devices", "3", "--rounds", "2", "--quiet"]
 
