@@ -256,7 +256,7 @@ def fill_bottleneck(state: _State) -> None:
         state.change(order[:count], m, +1)
 
 
-def swap_toward_bottleneck(state: _State, max_rounds: int = 5_000) -> None:
+def swap_toward_bottleneck(state: _State, max_rounds: int | None = None) -> None:
     """Move iterations from non-bottleneck modalities to the bottleneck on the same devices.
 
     Each round picks the modality pair whose best single move raises the minimum most, then
@@ -265,6 +265,9 @@ def swap_toward_bottleneck(state: _State, max_rounds: int = 5_000) -> None:
     """
     p = state.p
     eps_scale = p.epsilon / p.energy_scale
+    if max_rounds is None:
+        # Each round is O(K): bound the total work (unchanged up to ~4,000 devices).
+        max_rounds = max(200, min(5_000, 20_000_000 // max(p.n_devices, 1)))
     for _ in range(max_rounds):
         m, g_min, g_next = _held_min(p, state.G)
         best_val, best = 0.0, None
