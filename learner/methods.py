@@ -1,7 +1,8 @@
 """Learning methods by name: which losses, which balance mechanism, which policy.
 
-A new method is one entry here. Methods with ``policy="external"`` need an allocation policy
-passed to the loop (the learner never imports the allocator; `studies` supplies it).
+A new method is one entry here, or one `register_method` call from outside the learner.
+Methods with ``policy="external"`` need an allocation policy passed to the loop (the learner
+never imports the allocator; `studies` supplies it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def get_method(name: str) -> MethodSpec:
     if name not in _METHODS:
         raise ConfigError(f"method must be one of {', '.join(sorted(_METHODS))} (got {name!r})")
     return _METHODS[name]
+
+
+def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
+    """Add a method to the registry (e.g. from studies/, with ``policy="external"`` and the
+    policy passed to ``run``/``run_train``); re-registering a name needs ``replace=True``."""
+    if not spec.name:
+        raise ConfigError("method name must not be empty")
+    if spec.name in _METHODS and not replace and _METHODS[spec.name] != spec:
+        raise ConfigError(f"method {spec.name!r} is already registered")
+    if spec.modulation not in (None, "ogm-ge"):
+        raise ConfigError(f"method {spec.name!r}: modulation must be None or 'ogm-ge' "
+                          f"(got {spec.modulation!r})")
+    if spec.policy not in ("uniform", "external"):
+        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform' or 'external' "
+                          f"(got {spec.policy!r})")
+    _METHODS[spec.name] = spec
+    return spec
 
 
 def method_names() -> list[str]:

@@ -11,7 +11,7 @@ import torch
 import learner.loop as loop
 from learner.config import TrainConfig
 from learner.loop import PolicyDecision, RoundState, build, run, uniform_policy
-from learner.methods import get_method, method_names
+from learner.methods import MethodSpec, get_method, method_names, register_method
 from metrics.variation import parameter_variation
 from studies.training import run_train_full
 
@@ -193,6 +193,18 @@ def test_method_registry() -> None:
     assert get_method("dmml-kd-balance").policy == "external"
     with pytest.raises(ValueError, match="needs an allocation policy"):
         run(synthetic(rounds=1, method="dmml-kd-balance"), progress=False)
+
+
+def test_registered_method_runs_with_an_external_policy_array() -> None:
+    spec = register_method(MethodSpec("test-external", decomposition=True, kd=True, policy="external"))
+    assert get_method("test-external") is spec and "test-external" in method_names()
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(MethodSpec("test-external", decomposition=False, kd=False))
+    with pytest.raises(ValueError, match="modulation"):
+        register_method(MethodSpec("test-bad", decomposition=False, kd=False, modulation="x"))
+    result = run(synthetic(rounds=2, method="test-external"), policy=uneven_tau, progress=False)
+    assert result.summary["method"] == "test-external"
+    assert sorted(result.rows.query("round == 0")["tau"].unique()) == [1, 2, 3]
 
 
 def test_uniform_policy_respects_battery() -> None:
