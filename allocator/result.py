@@ -15,10 +15,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from allocator.problem import Problem
-from metrics.energy import computation_energy_j
+from metrics.energy import ENERGY_RTOL, computation_energy_j
 
-# Relative tolerance for energy feasibility (budgets are compared in J, after float sums).
-ENERGY_RTOL = 1e-9
+__all__ = ["ENERGY_RTOL", "Allocation", "Evaluation", "evaluate", "relative_gap", "violations"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,36 @@ from numpy.typing import ArrayLike, NDArray
 DEFAULT_CAPACITANCE = 1e-28  # kappa, effective switched capacitance (J / (Hz^2 * cycle))
 DEFAULT_NOISE_PSD_W_PER_HZ = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz thermal noise
 
+# The one energy-feasibility tolerance: a cost fits a budget when cost <= budget (1 + RTOL) + ATOL.
+# Relative, because budgets are float sums (a battery sized for exactly k rounds must pay the
+# k-th in full); the absolute part only matters for zero budgets.
+ENERGY_RTOL = 1e-9
+ENERGY_ATOL_J = 1e-12
+
+
+def budget_limit_j(budget_j: ArrayLike) -> NDArray[np.float64]:
+    """The largest cost that counts as within ``budget_j`` (the shared tolerance applied)."""
+    return np.asarray(budget_j, float) * (1 + ENERGY_RTOL) + ENERGY_ATOL_J
+
+
+def fits_budget(cost_j: ArrayLike, budget_j: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each cost is payable from its budget, under the one shared tolerance."""
+    return np.asarray(cost_j, float) <= budget_limit_j(budget_j)
+
+
+def cheapest_round_j(
+    holds: ArrayLike, forward_j: ArrayLike, backward_j: ArrayLike, comm_j: ArrayLike, tau_min: int
+) -> NDArray[np.float64]:
+    """Energy of the cheapest admissible round: tau_min on every held modality plus comm (K,).
+
+    The one definition of "can this device take part": a device whose budget does not
+    ``fits_budget`` this cost sits the round out (allocator, learner and policies alike).
+    """
+    holds = np.asarray(holds, bool)
+    tau = np.where(holds, float(tau_min), 0.0)
+    compute = computation_energy_j(tau, holds, forward_j, backward_j)
+    return compute + np.where(holds.any(axis=-1), np.asarray(comm_j, float), 0.0)
+
 
 def iteration_energy_j(
     capacitance: ArrayLike,
