@@ -69,7 +69,7 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
     """
     rng = np.random.default_rng(seed + 104_729)
     holds = np.asarray(holds, bool)
-    cpu = rng.uniform(*cpu_range_hz, size=holds.shape[0])
+    cpu = np.asarray(rng.uniform(*cpu_range_hz, size=holds.shape[0]), dtype=np.float64)
     cycles = (2.0 * np.asarray(block_params, float) if block_cycles is None
               else np.asarray(block_cycles, float))
     forward = np.where(holds, iteration_energy_j(DEFAULT_CAPACITANCE, cpu[:, None], batch_size,

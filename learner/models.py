@@ -302,9 +302,10 @@ def common_logits(net: Network, c: Tensor) -> Tensor:
 
 
 def predict(net: Network, views: list[Tensor | None], mask: Tensor) -> Tensor:
-    """Logits (K, N, C) of every device's model on shared inputs ``views`` (N, d_m) each."""
+    """Logits (K, N, C) of every device's model on shared inputs ``views`` (N, *shape) each."""
     with torch.no_grad():
-        commons, specifics = [], []
+        commons: list[Tensor | None] = []
+        specifics: list[Tensor | None] = []
         for m, x in enumerate(views):
             if x is None or not bool(mask[:, m].any()):
                 commons.append(None)
