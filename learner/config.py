@@ -21,6 +21,12 @@ class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
 
     dataset: str = "mfeat"
+    # Share of each class's training samples held out as the validation split (0: none);
+    # settings are tuned on it, never on the test split.
+    val_fraction: float = 0.1
+    # Encoder per view: "auto" (MLP for (N, d), 1-D CNN for (N, C, T), 2-D CNN for
+    # (N, C, H, W)), "mlp", "cnn1d", "cnn2d"; in Python also a factory (shape, embed) -> Module.
+    encoders: dict[str, Any] | None = None
     views: list[str] | None = None  # None: all views of the data set
     devices: int = 6
     rounds: int = 20
@@ -85,6 +91,15 @@ class TrainConfig:
             raise ConfigError(f"need 1 <= tau_min <= tau_max (got {self.tau_min}, {self.tau_max})")
         if not self.tau_min <= self.local_iters <= self.tau_max:
             raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {self.local_iters})")
+        if isinstance(self.val_fraction, bool) or not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1) (got {self.val_fraction!r})")
+        if self.encoders is not None:
+            if not isinstance(self.encoders, dict):
+                raise ConfigError(f"encoders must be a table view = kind (got {self.encoders!r})")
+            for view, kind in self.encoders.items():
+                if not callable(kind) and kind not in ("auto", "mlp", "cnn1d", "cnn2d"):
+                    raise ConfigError(f"encoders.{view} must be auto, mlp, cnn1d or cnn2d "
+                                      f"(got {kind!r})")
         if not self.alpha > 0:
             raise ConfigError(f"alpha must be > 0 (got {self.alpha})")
         if not 0.0 <= self.missing_rate < 1.0:
@@ -109,8 +124,14 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (None values dropped, as TOML has no null)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """Plain dict (None values dropped, as TOML has no null; an encoder factory is written
+        as its qualified name, which documents the run but cannot be read back)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.encoders:
+            out["encoders"] = {v: k if isinstance(k, str) else
+                               f"python:{getattr(k, '__module__', '?')}.{getattr(k, '__qualname__', k)}"
+                               for v, k in self.encoders.items()}
+        return out
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
@@ -144,6 +165,8 @@ def _type_ok(value: Any, annotation: str) -> bool:
         if kind == "float" and isinstance(value, (int, float)):
             return True
         if kind.startswith("list") and isinstance(value, list):
+            return True
+        if kind.startswith("dict") and isinstance(value, dict):
             return True
     return False
 

@@ -15,7 +15,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        "energy accounting; writes config.toml, rounds.parquet, history.csv and "
                        "summary.json into --out.")
     p.add_argument("--config", default=None, help="TOML file ([train] table or top level)")
-    p.add_argument("--dataset", choices=["mfeat", "synthetic"])
+    p.add_argument("--dataset", help="mfeat, basicmotions, synthetic, or PATH.npz of your own "
+                   "(docs/data.md)")
+    p.add_argument("--val-fraction", type=float, dest="val_fraction",
+                   help="share of each class's training samples held out for validation (0.1)")
     p.add_argument("--views", help="comma-separated views, e.g. fac,zer")
     p.add_argument("--devices", type=int)
     p.add_argument("--rounds", type=int)
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
-        "method", "solver", "scope", "battery_j", "seed")}
+        "method", "solver", "scope", "battery_j", "seed", "val_fraction")}
     if args.views:
         overrides["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
     config = load_config(args.config, overrides)
