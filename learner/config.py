@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fileio import read_toml
+from userio import read_toml
 from learner.errors import ConfigError
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
@@ -270,6 +270,12 @@ def _scalars(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [s for v in value for s in _scalars(v)]
     return [value]
+
+
+def check_value(name: str, value: Any, rule: Rule) -> Any:
+    """Check one value outside TrainConfig (a command's own option) by the same rules; return it."""
+    _check_rule(name, value, rule)
+    return value
 
 
 def _check_rule(name: str, value: Any, rule: Rule) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tomllib
 
-from fileio import MANIFEST
+from userio import MANIFEST
 
 TINY = ["--dataset", "synthetic", "--devices", "3", "--rounds", "2", "--quiet"]
 
