@@ -70,9 +70,11 @@ class Rule:
 
 
 def _num(x: float) -> str:
-    if float(x).is_integer() and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:g}".replace("e+0", "e").replace("e+", "e")
+    """A bound as people write it: 1, 0.5, 1e9, 4294967296."""
+    if float(x).is_integer():
+        digits = str(int(x))
+        return f"1e{len(digits) - 1}" if len(digits) > 6 and digits.strip("0") == "1" else digits
+    return f"{x:g}"
 
 
 def setting(default: Any, doc: str, **rule: Any) -> Any:
@@ -257,18 +259,19 @@ def _fits(value: Any, hint: Any) -> bool:
     return False
 
 
-def _type_name(hint: Any) -> str:
+def _type_name(hint: Any, plural: bool = False) -> str:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+        return " or ".join(_type_name(h, plural) for h in typing.get_args(hint))
     if hint is type(None):
         return "absent"
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+        return f"{'lists' if plural else 'a list'} of {_type_name(typing.get_args(hint)[0], True)}"
     if origin is dict:
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, str(hint))
+        return "tables" if plural else "a table"
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"),
+             str: ("a string", "strings"), bool: ("true or false", "true or false")}
+    return names[hint][plural] if hint in names else str(hint)
 
 
 def _as_floats(value: Any, hint: Any) -> Any:
