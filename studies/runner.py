@@ -190,7 +190,7 @@ class Progress:
         """End the bar, or print the last plain line."""
         if self.bar is not None:
             self.bar.close()
-        elif self.total:
+        elif self.done:
             self._line()
 
 
@@ -255,30 +255,29 @@ def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bo
     on_failure(cell_id, line) hears of each failed cell as it ends (default: printed).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with study_lock(out_dir), _sigterm_raises():
-        _check_spec(spec, out_dir, force)
-        journal_path = out_dir / "cells.jsonl"
-        repair_journal(journal_path)
-        done = {r["cell_id"] for r in read_journal(out_dir)}
-        cells = spec.cells()
-        todo = [c for c in cells if c.id not in done]
-        ran = _run_cells(spec, todo, out_dir, jobs or spec.jobs, cluster or spec.cluster,
-                         progress, on_failure)
+    # Workers first: an unreachable scheduler is refused before anything is written.
+    with _executor(jobs or spec.jobs, cluster or spec.cluster) as executor:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with study_lock(out_dir), _sigterm_raises():
+            _check_spec(spec, out_dir, force)
+            repair_journal(out_dir / "cells.jsonl")
+            done = {r["cell_id"] for r in read_journal(out_dir)}
+            cells = spec.cells()
+            todo = [c for c in cells if c.id not in done]
+            ran = _run_cells(spec, todo, out_dir, executor, progress, on_failure)
     frame = pd.read_parquet(out_dir / "results.parquet")
     failures = int((frame.get("status", pd.Series(dtype=str)) == "error").sum())
     return ran, len(cells) - len(todo), failures
 
 
-def _run_cells(spec: StudySpec, todo: list[Cell], out_dir: Path, jobs: int, cluster: str | None,
+def _run_cells(spec: StudySpec, todo: list[Cell], out_dir: Path, executor: Executor | None,
                progress: bool | None, on_failure: Callable[[str, str], None] | None) -> int:
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
     bar = Progress(len(todo), spec.name, tty=progress)
     model = spec.model
     ran = 0
     try:
-        with open(out_dir / "cells.jsonl", "a", encoding="utf-8") as journal, \
-                _executor(jobs, cluster) as executor:
+        with open(out_dir / "cells.jsonl", "a", encoding="utf-8") as journal:
 
             def finish(cell: Cell, output: dict[str, Any]) -> None:
                 nonlocal ran

@@ -362,3 +362,52 @@ delta = [0.0, 0.5]
     assert {"mu", "mu_star", "mu_star_conf", "sigma"} <= set(indices.columns)
     assert (out / "figures" / "morris.png").exists() and (out / "figures" / "morris.pdf").exists()
     assert "mu_star_conf" in (out / "report.md").read_text()
+
+
+def test_unreachable_dask_scheduler_is_one_line_and_leaves_nothing(spec_file: Path,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = dmmlkd("study", str(spec_file), "--out", str(out), "--cluster", "tcp://127.0.0.1:9")
+    assert run.returncode == 2 and "cannot reach the Dask scheduler" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_jobs_1_rows(cli, spec_file: Path, tmp_path: Path) -> None:
+    cli("study", str(spec_file), "--out", str(tmp_path / "a"), "--jobs", "1")
+    run = dmmlkd("study", str(spec_file), "--out", str(tmp_path / "b"), "--cluster", "local",
+                 "--jobs", "2")
+    assert run.returncode == 0, run.stderr
+    cols = ["cell_id", "seed", "budget_scale", "method", "objective", "imbalance_network",
+            "energy_total_j", "status"]
+    a = pd.read_parquet(tmp_path / "a" / "results.parquet")[cols].sort_values("cell_id")
+    b = pd.read_parquet(tmp_path / "b" / "results.parquet")[cols].sort_values("cell_id")
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    # Resume is unchanged: the in-process runner finds every Dask-run cell done.
+    code, stdout, _ = cli("study", str(spec_file), "--out", str(tmp_path / "b"))
+    assert code == 0 and "0 cells run, 12 already done" in stdout
+
+
+@pytest.mark.slow
+def test_dask_train_cells_return_their_files_to_the_parent(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "train.toml"
+    spec.write_text('[study]\nname = "t"\nkind = "train"\nseeds = [0]\n[base]\n'
+                    'dataset = "synthetic"\ndevices = 4\nrounds = 2\n'
+                    '[grid]\nmethod = ["dpsgd", "dmml-kd"]\n')
+    code, _, err = cli("study", str(spec), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    run = dmmlkd("study", str(spec), "--out", str(tmp_path / "b"), "--cluster", "local",
+                 "--jobs", "2")
+    assert run.returncode == 0, run.stderr
+    timing = ["cell_time_s", "wall_time_s", "policy_time_s", "train_time_s"]
+    a = pd.read_parquet(tmp_path / "a" / "results.parquet").drop(columns=timing, errors="ignore")
+    b = pd.read_parquet(tmp_path / "b" / "results.parquet").drop(columns=timing, errors="ignore")
+    pd.testing.assert_frame_equal(a.sort_values("cell_id").reset_index(drop=True),
+                                  b.sort_values("cell_id").reset_index(drop=True))
+    for cell_id in b["cell_id"]:
+        for name in ("summary.json", "config.toml", "rounds.parquet", "history.csv"):
+            assert (tmp_path / "b" / "cells" / cell_id / name).stat().st_size > 0
+        ours, inline = (json.loads((tmp_path / d / "cells" / cell_id / "summary.json").read_text())
+                        for d in "ba")
+        assert {k: v for k, v in ours.items() if k not in timing} == \
+            {k: v for k, v in inline.items() if k not in timing}
