@@ -14,6 +14,7 @@ import pandas as pd
 import tomli_w
 
 from learner.config import TrainConfig
+from studies import style
 from studies.outputs import atomic_dir
 from userio import progress
 
@@ -81,13 +82,9 @@ def final_table(finals: pd.DataFrame) -> pd.DataFrame:
 
 def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views: list[str]) -> list[Path]:
     """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = style.apply()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     history = history.copy()
@@ -107,10 +104,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
         if ax is not np.atleast_1d(axes)[-1]:
             ax.get_legend().remove() if ax.get_legend() else None
     fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(style.save(fig, out / "curves.png"))
     balanced = rows[rows["method"] == "dmml-kd-balance"]
     if not balanced.empty:
         table = balanced[balanced["tau"] > 0].pivot_table(index="device", columns="modality",
@@ -121,10 +115,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
                     cbar_kws={"label": "mean tau per round"})
         ax.set_title("dmml-kd-balance: local iterations")
         fig.tight_layout()
-        path = out / "tau_heatmap.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(style.save(fig, out / "tau_heatmap.png"))
     return paths
 
 
