@@ -39,6 +39,7 @@ from learner.topology import Topology, make_topology
 from metrics.accuracy import accuracy
 from metrics.balance import balance
 from metrics.variation import SpeedTracker
+from userio import progress
 
 
 @dataclass
@@ -415,17 +416,13 @@ def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor]
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:
-    if not enabled:
-        return lambda *_: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="rounds", unit="round", leave=False)
+    bar = progress(total, "rounds", "round", enabled)
 
     def update(t: int | None, acc: float, energy: float) -> None:
         if t is None:
             bar.close()
             return
-        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}")
+        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}", refresh=False)
         bar.update(1)
 
     return update
