@@ -51,6 +51,8 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
             **{f"acc_{v}": a for v, a in accs.items()},
             "weakest_view_accuracy": min(accs.values()),
             "energy_used_j": summary["energy_used_j"],
+            "executed_energy_j": summary["executed_energy_j"],
+            "battery_total_j": summary["battery_total_j"],
             "dropped": len(summary["dropped_devices"]),
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })

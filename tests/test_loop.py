@@ -165,7 +165,8 @@ def test_policy_sees_the_round_state_and_times_are_split() -> None:
 
     def record(state: RoundState) -> PolicyDecision:
         states.append(state)
-        return PolicyDecision(np.where(state.holds, 2, 0), {"status": "ok", "table": [1, 2]})
+        return PolicyDecision(np.where(state.holds, 2, 0), {"status": "ok", "loss": 7.0},
+                              predicted_progress=np.full(state.holds.shape, 0.25))
 
     result = run(synthetic(rounds=3), record, progress=False)
     assert [s.round for s in states] == [0, 1, 2]
@@ -176,8 +177,22 @@ def test_policy_sees_the_round_state_and_times_are_split() -> None:
     assert (first.last_tau == 0).all() and (states[1].last_tau == np.where(first.holds, 2, 0)).all()
     assert (first.speed[first.holds] == 1.0).all()  # prior before anything is measured
     assert states[2].battery_j.sum() < first.battery_j.sum()
-    assert set(result.rounds["status"]) == {"ok"} and "table" not in result.rounds
+    assert set(result.rounds["status"]) == {"ok"}
+    # A policy's info never overwrites the loop's own columns; its predicted progress is kept.
+    assert (result.rounds["policy_loss"] == 7.0).all() and (result.rounds["loss"] != 7.0).all()
+    assert (result.rows["predicted_progress"] == 0.25).all()
+    # Per-round times in the history, their totals in the summary.
+    assert result.rounds["policy_time_s"].sum() == pytest.approx(result.summary["policy_time_s"])
+    assert result.rounds["train_time_s"].sum() == pytest.approx(result.summary["train_time_s"])
     assert result.summary["policy_time_s"] < result.summary["train_time_s"]
+
+
+def test_policy_info_must_be_scalars() -> None:
+    def tabled(state: RoundState) -> PolicyDecision:
+        return PolicyDecision(np.where(state.holds, 2, 0), {"table": [1, 2]})
+
+    with pytest.raises(ValueError, match="'table' is not a scalar"):
+        run(synthetic(rounds=1), tabled, progress=False)
 
 
 @pytest.mark.parametrize("method", ["dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-nogen", "dmml-kd-nodecomp"])
@@ -248,8 +263,13 @@ def test_compare_cli_writes_tables_and_figures(cli, tmp_path: Path) -> None:
     assert "dmml-kd-balance" in stdout
     finals = __import__("pandas").read_csv(out / "final.csv")
     assert len(finals) == 4 and set(finals["seed"]) == {0, 1}
-    # Same battery for every method: energy can only be spent from it.
-    assert (finals["energy_used_j"] <= finals["energy_used_j"].max() + 1e-12).all()
+    # Same battery for every method: uniform dmml-kd spends all of it, nobody spends more, and
+    # what was charged is what the executed passes cost.
+    battery = finals["battery_total_j"]
+    np.testing.assert_allclose(finals.query("method == 'dmml-kd'")["energy_used_j"],
+                               finals.query("method == 'dmml-kd'")["battery_total_j"], rtol=1e-9)
+    assert (finals["energy_used_j"] <= battery * (1 + 1e-9)).all()
+    np.testing.assert_allclose(finals["executed_energy_j"], finals["energy_used_j"], rtol=1e-9)
     assert (out / "figures" / "curves.png").exists() and (out / "figures" / "tau_heatmap.png").exists()
 
 
@@ -257,3 +277,32 @@ def test_demo_allocation_part(cli) -> None:
     code, stdout, _ = cli("demo", "--skip-learning", "--alloc-devices", "12", "--time-limit", "5")
     assert code == 0 and "| network | heuristic |" in stdout
 
+
+
+@pytest.mark.parametrize("fusion_rule", ["all", "training"])
+@pytest.mark.parametrize("policy", ["uniform", "uneven", "allocator", "idle"])
+def test_executed_energy_equals_charged_energy(fusion_rule: str, policy: str) -> None:
+    """Energy derived from the executed passes (counted in local training) equals the energy
+    charged from the policy's tau, per device and round, for every kind of schedule."""
+    def idle_device_0(state: RoundState) -> PolicyDecision:
+        decision = uniform_policy(state)
+        decision.tau[0] = 0  # active but given nothing: it must neither pay nor gossip
+        return decision
+
+    cfg = synthetic(rounds=3, fusion_rule=fusion_rule,
+                    method="dmml-kd-balance" if policy == "allocator" else "dmml-kd")
+    chosen = {"uniform": None, "uneven": uneven_tau, "idle": idle_device_0}
+    result = run_train_full(cfg) if policy == "allocator" else run(cfg, chosen[policy], progress=False)
+    rows = result.rows
+    np.testing.assert_allclose(rows["executed_energy_j"], rows["energy_j"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(result.rounds["executed_energy_j"], result.rounds["energy_used_j"],
+                               rtol=1e-9)
+    assert result.summary["executed_energy_j"] == pytest.approx(result.summary["energy_used_j"],
+                                                                rel=1e-9)
+    assert result.summary["energy_used_j"] > 0
+    # The counts behind it: backward passes are tau; forward passes tau ("training") or L_k.
+    assert (rows["backward_passes"] == rows["tau"]).all()
+    if fusion_rule == "training":
+        assert (rows["forward_passes"] == rows["tau"]).all()
+    if policy == "idle":
+        assert (rows.query("device == 'dev0'")["executed_energy_j"] == 0).all()
