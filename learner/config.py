@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.errors import ConfigError
+from learner.methods import get_method
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +58,7 @@ class TrainConfig:
     generator_steps: int = 5
     generator_lr: float = 1e-3
     speed_beta: float = 0.5
+    schedule_spread: int = 1  # random-schedule: tau = local_iters ± schedule_spread
     ogm_alpha: float = 0.5
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = "heuristic"
@@ -103,6 +105,12 @@ class TrainConfig:
             raise ConfigError(f"modality_dropout must be in [0, 1) (got {self.modality_dropout})")
         if self.fusion_rule not in ("all", "training"):
             raise ConfigError(f"fusion_rule must be all or training (got {self.fusion_rule!r})")
+        if get_method(self.method).policy == "random" and not (
+                isinstance(self.schedule_spread, int) and self.schedule_spread >= 0
+                and self.tau_min <= self.local_iters - self.schedule_spread
+                and self.local_iters + self.schedule_spread <= self.tau_max):
+            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
+                              f"[tau_min, tau_max] (got {self.schedule_spread!r})")
         if self.availability not in ("auto", "all", "random", "pattern"):
             raise ConfigError(f"availability must be auto, all, random or pattern "
                               f"(got {self.availability!r})")

@@ -168,6 +168,10 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         s = build(config)
         if s.method.policy == "external" and policy is None:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
+        if policy is None and s.method.policy == "random":
+            from learner.schedules import RandomSchedule  # imports this module
+
+            policy = RandomSchedule(config.schedule_spread, config.seed)
         policy = policy or uniform_policy
         trainer = Trainer.create(s)
         battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
@@ -208,9 +212,12 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
 
 
 def effective_dropout(s: Setup) -> float:
-    """Modality dropout of a run: as configured, or (None) 0.3 when some device misses a view."""
+    """Modality dropout of a run: as configured; else the method's own rate; else 0.3 when some
+    device misses a view and 0 when every device holds every view."""
     if s.config.modality_dropout is not None:
         return float(s.config.modality_dropout)
+    if s.method.dropout is not None:
+        return float(s.method.dropout)
     return 0.0 if s.holds.all() else 0.3
 
 

@@ -16,7 +16,8 @@ import tomli_w
 from learner.config import TrainConfig
 from studies.outputs import atomic_dir
 
-DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance")
+DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
+                   "modality-dropout")
 
 
 def _one(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

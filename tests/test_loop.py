@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,46 @@ def test_executed_energy_equals_charged_energy(fusion_rule: str, policy: str) ->
         assert (rows["forward_passes"] == rows["tau"]).all()
     if policy == "idle":
         assert (rows.query("device == 'dev0'")["executed_energy_j"] == 0).all()
+
+
+def test_random_schedule_spends_exactly_uniforms_energy() -> None:
+    """Views of unequal cost (dims 160 and 8): each round moves ± 1 iteration between a device's
+    views at random; each pair of rounds, and the run, costs exactly what uniform costs."""
+    cfg = synthetic(rounds=5, synthetic_dims=[160, 8], local_iters=3)
+    uniform = run(cfg, progress=False)
+    rand = run(replace(cfg, method="random-schedule"), progress=False)
+    s = build(cfg)
+    assert s.profile.forward_j[0, 0] > 1.5 * s.profile.forward_j[0, 1]  # the views cost differently
+    tau = rand.rows.pivot_table(index=["device", "round"], columns="modality", values="tau")
+    rounds = tau.index.get_level_values("round")
+    early = tau[rounds < 4]
+    assert set(early.stack()) == {2, 4}  # local_iters ± 1 in every paired round
+    assert ((early["m0"] - 3) == -(early["m1"] - 3)).all()  # one view up, the other down
+    pairs = early.groupby([early.index.get_level_values("device"), rounds[rounds < 4] // 2]).sum()
+    assert (pairs == 6).all().all()  # each view: exactly 2 x local_iters over a pair
+    assert (tau[rounds == 4] == 3).all().all()  # the odd last round is uniform
+    assert early["m0"].nunique() == 2 and len({tuple(g) for _, g in early.groupby(level=0)["m0"]}) > 1
+    per_round = rand.rows.groupby("round")["energy_j"].sum()
+    uni_round = uniform.rows.groupby("round")["energy_j"].sum()
+    assert not np.allclose(per_round, uni_round)  # single rounds differ ...
+    np.testing.assert_allclose(per_round.groupby(per_round.index // 2).sum(),
+                               uni_round.groupby(uni_round.index // 2).sum(), rtol=1e-12)
+    assert rand.summary["energy_used_j"] == pytest.approx(uniform.summary["energy_used_j"], rel=1e-12)
+    assert rand.summary["energy_used_j"] == pytest.approx(rand.summary["battery_total_j"], rel=1e-9)
+    assert not rand.summary["dropped_devices"]
+
+
+def test_random_schedule_spread_is_validated() -> None:
+    with pytest.raises(ValueError, match="schedule_spread"):
+        run(synthetic(method="random-schedule", local_iters=1), progress=False)
+
+
+def test_modality_dropout_method_drops_views_and_nothing_else() -> None:
+    s = build(synthetic(method="modality-dropout"))
+    assert loop.effective_dropout(s) == 0.3
+    assert loop.effective_dropout(build(synthetic(method="modality-dropout", modality_dropout=0.1))) == 0.1
+    assert loop.effective_dropout(build(synthetic())) == 0.0
+    a = run(synthetic(rounds=2), progress=False)
+    b = run(synthetic(rounds=2, method="modality-dropout"), progress=False)
+    assert a.summary["energy_used_j"] == b.summary["energy_used_j"]
+    assert (a.rows["tau"] == b.rows["tau"]).all() and a.summary["accuracy"] != b.summary["accuracy"]

@@ -12,7 +12,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare learning methods over seeds (tables + figures)")
     p.add_argument("--config", default=None, help="TOML: a [train] table (+ optional [compare])")
     p.add_argument("--methods", default=None,
-                   help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance)")
+                   help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance,"
+                        "random-schedule,modality-dropout)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default 2)")
     p.add_argument("--out", default="runs/compare", help="output folder")
