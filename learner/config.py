@@ -22,6 +22,9 @@ class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
 
     dataset: str = "mfeat"
+    # Share of each class's training samples held out as the validation split (0: none);
+    # settings are tuned on it, never on the test split.
+    val_fraction: float = 0.1
     views: list[str] | None = None  # None: all views of the data set
     devices: int = 6
     rounds: int = 20
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"need 1 <= tau_min <= tau_max (got {self.tau_min}, {self.tau_max})")
         if not self.tau_min <= self.local_iters <= self.tau_max:
             raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {self.local_iters})")
+        if isinstance(self.val_fraction, bool) or not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1) (got {self.val_fraction!r})")
         if not self.alpha > 0:
             raise ConfigError(f"alpha must be > 0 (got {self.alpha})")
         if not 0.0 <= self.missing_rate < 1.0:

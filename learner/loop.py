@@ -125,6 +125,7 @@ def build(config: TrainConfig) -> Setup:
     synthetic = {"n_samples": config.n_samples, "dims": config.synthetic_dims,
                  "signal": config.synthetic_signal, "noise": config.synthetic_noise}
     data = load_dataset(config.dataset, config.views, seed=config.seed,
+                        val_fraction=config.val_fraction,
                         **(synthetic if config.dataset == "synthetic" else {}))
     K = config.devices
     parts = dirichlet_partition(data.train_labels, K, config.alpha, config.min_samples, config.seed)

@@ -46,59 +46,89 @@ def test_mfeat_archive_is_the_uci_layout(mfeat_raw) -> None:
 def test_mfeat_shapes_classes_and_split(mfeat) -> None:
     assert mfeat.views == MFEAT_VIEWS and mfeat.n_classes == 10
     assert mfeat.dims == MFEAT_DIMS
-    assert len(mfeat.train_labels) == 1600 and len(mfeat.test_labels) == 400
-    assert (np.bincount(np.concatenate([mfeat.train_labels, mfeat.test_labels])) == 200).all()
+    # 20 % test (40 per class); 10 % of the remaining 160 per class = 16 validation.
+    assert len(mfeat.train_labels) == 1440 and len(mfeat.val_labels) == 160
+    assert len(mfeat.test_labels) == 400
+    every = np.concatenate([mfeat.train_labels, mfeat.val_labels, mfeat.test_labels])
+    assert (np.bincount(every) == 200).all()
     assert (np.bincount(mfeat.test_labels, minlength=10) == 40).all()  # stratified 20 %
+    assert (np.bincount(mfeat.val_labels, minlength=10) == 16).all()  # stratified 10 % of train
     for v in mfeat.views:
         assert mfeat.train[v].dtype == np.float32 and mfeat.test[v].dtype == np.float32
-        assert mfeat.train[v].shape == (1600, MFEAT_DIMS[v])
+        assert mfeat.val[v].dtype == np.float32
+        assert mfeat.train[v].shape == (1440, MFEAT_DIMS[v])
+        assert mfeat.val[v].shape == (160, MFEAT_DIMS[v])
         assert mfeat.test[v].shape == (400, MFEAT_DIMS[v])
 
 
-def test_mfeat_standardised_with_training_statistics_only(mfeat, mfeat_raw) -> None:
-    for v in ("fou", "mor", "fac"):
-        train = mfeat.train[v].astype(np.float64)
-        np.testing.assert_allclose(train.mean(axis=0), 0.0, atol=1e-4)
-        std = train.std(axis=0)
-        assert np.all((np.abs(std - 1.0) < 1e-3) | (std == 0.0))  # constant features stay at 0
-        # Train and test together are one increasing affine image of the raw column, per
-        # feature: sorting both sides must line them up exactly.
-        z = np.sort(np.concatenate([train, mfeat.test[v]]), axis=0)
-        raw = np.sort(mfeat_raw[v].astype(np.float64), axis=0)
-        varying = raw.std(axis=0) > 0
-        for j in np.flatnonzero(varying):
-            slope, intercept = np.polyfit(raw[:, j], z[:, j], 1)
-            np.testing.assert_allclose(slope * raw[:, j] + intercept, z[:, j], atol=1e-3)
-            assert slope > 0
-        # The test set is not standardised on its own: its means are not all 0.
-        assert np.abs(mfeat.test[v].mean(axis=0)).max() > 1e-3
+def _raw_positions(data: MultiViewDataset, raw: np.ndarray, view: str) -> dict[str, np.ndarray]:
+    """Which raw row each sample of each split is (independent of the loader's indices).
+
+    Standardisation is one increasing affine map per feature for all splits: recover it by
+    sorting (as in the standardisation test), invert it, and match rows to the raw archive.
+    mfeat holds a few identical digits: a match is the first raw row with the same content.
+    """
+    parts = {"train": data.train[view], "val": data.val[view], "test": data.test[view]}
+    z = np.concatenate(list(parts.values())).astype(np.float64)
+    back = raw.copy()
+    for col in np.flatnonzero(raw.std(axis=0) > 0):
+        slope, intercept = np.polyfit(np.sort(raw[:, col]), np.sort(z[:, col]), 1)
+        back[:, col] = (z[:, col] - intercept) / slope
+    dist = (back ** 2).sum(1)[:, None] + (raw ** 2).sum(1)[None] - 2 * back @ raw.T
+    nearest = dist.argmin(axis=1)
+    np.testing.assert_allclose(back, raw[nearest], atol=1e-3 * np.abs(raw).max())
+    bounds = np.cumsum([0] + [len(p) for p in parts.values()])
+    return {name: nearest[bounds[i]:bounds[i + 1]] for i, name in enumerate(parts)}
 
 
-def test_mfeat_split_is_fixed_by_seed_and_views_selectable() -> None:
-    a = load_dataset("mfeat", ["mor", "fou"], seed=3)
-    b = load_dataset("mfeat", ["mor", "fou"], seed=3)
-    c = load_dataset("mfeat", ["mor", "fou"], seed=4)
-    assert a.views == ("mor", "fou") and a.dims == {"mor": 6, "fou": 76}
-    np.testing.assert_array_equal(a.train["fou"], b.train["fou"])
-    assert not np.array_equal(a.train["fou"], c.train["fou"])
+def test_validation_split_disjoint_stratified_and_seeded(mfeat_raw) -> None:
+    # Independent truth: the raw archive rows. Mapped back, the three splits must together be
+    # the 2,000 digits once each (as a multiset of row contents: mfeat has duplicate digits),
+    # and the validation labels must be those rows' labels.
+    raw, labels = mfeat_raw["fac"].astype(np.float64), mfeat_raw["labels"]
+    _, first, content = np.unique(raw, axis=0, return_index=True, return_inverse=True)
+    content = content.ravel()
+    seen = []
+    for seed in (0, 3):
+        data = load_dataset("mfeat", ["fac"], seed=seed)
+        pos = _raw_positions(data, raw, "fac")
+        used = np.concatenate(list(pos.values()))
+        np.testing.assert_array_equal(np.bincount(content[used], minlength=first.size),
+                                      np.bincount(content, minlength=first.size))
+        np.testing.assert_array_equal(labels[pos["val"]], data.val_labels)
+        np.testing.assert_array_equal(labels[pos["test"]], data.test_labels)
+        assert (np.bincount(labels[pos["val"]], minlength=10) == 16).all()  # stratified
+        # No validation digit is also a training or test digit (unless it is a duplicate).
+        val_c = set(content[pos["val"]].tolist())
+        dup = set(np.flatnonzero(np.bincount(content) > 1).tolist())
+        assert not (val_c & set(content[pos["test"]].tolist())) - dup
+        assert not (val_c & set(content[pos["train"]].tolist())) - dup
+        seen.append(set(pos["val"].tolist()))
+        # The test split is the one drawn before validation existed: the same as val_fraction=0.
+        no_val = load_dataset("mfeat", ["fac"], seed=seed, val_fraction=0.0)
+        assert no_val.val_labels.size == 0 and no_val.val["fac"].shape == (0, 216)
+        np.testing.assert_array_equal(no_val.test_labels, data.test_labels)
+        assert len(no_val.train_labels) == 1600
+    assert seen[0] != seen[1]  # the seed moves the validation split
+    a, b = load_dataset("mfeat", ["fac"], seed=5), load_dataset("mfeat", ["fac"], seed=5)
+    np.testing.assert_array_equal(a.val["fac"], b.val["fac"])
+    np.testing.assert_array_equal(a.val_labels, b.val_labels)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: load_dataset("mfeat", ["fac", "nope"]), r"unknown view 'nope' \(valid: fou, fac"),
-    (lambda: load_dataset("mfeat", []), "views must name"),
-    (lambda: load_dataset("mfeat", ["fac", "fac"]), "twice"),
-    (lambda: load_dataset("mnist"), "dataset must be one of mfeat, synthetic"),
-    (lambda: load_dataset("mfeat", noise=2.0), "'mfeat' takes no options"),
-    (lambda: load_dataset("mfeat", test_fraction=1.0), "test_fraction"),
-    (lambda: load_dataset("synthetic", colour=1), "unknown synthetic option 'colour'"),
-    (lambda: load_dataset("synthetic", dims=(8, 8), signal=(1.0,)), "same length"),
-    (lambda: load_dataset("synthetic", n_samples=5), "n_samples"),
-    (lambda: load_dataset("synthetic", noise=-1.0), "noise must be >= 0"),
-    (lambda: load_dataset("synthetic", views=["a"]), "has 2 views"),
-])
-def test_data_config_errors_name_the_field(call, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        call()
+def test_validation_split_standardised_with_fit_part_only(mfeat) -> None:
+    # Statistics come from `train` (the part the devices learn from), not train + val.
+    for v in ("fou", "zer"):
+        np.testing.assert_allclose(mfeat.train[v].astype(np.float64).mean(axis=0), 0.0, atol=1e-4)
+        assert np.abs(mfeat.val[v].mean(axis=0)).max() > 1e-3
+
+
+def test_validation_split_keeps_every_class_in_training() -> None:
+    # 3 classes x 4 samples, 25 % test -> 3 training samples per class; val 0.9 would round to
+    # all 3, but a class never loses its last training sample.
+    data = load_dataset("synthetic", n_samples=12, n_classes=3, seed=0, test_fraction=0.25,
+                        val_fraction=0.9)
+    assert (np.bincount(data.train_labels, minlength=3) == 1).all()
+    assert (np.bincount(data.val_labels, minlength=3) == 2).all()
 
 
 # --- synthetic -----------------------------------------------------------------------------
@@ -115,7 +145,8 @@ def _nearest_mean_accuracy(data: MultiViewDataset, view: str) -> float:
 def test_synthetic_shapes_names_and_seed() -> None:
     data = load_dataset("synthetic", seed=1)
     assert data.views == ("m0", "m1") and data.dims == {"m0": 32, "m1": 32}
-    assert data.n_classes == 10 and len(data.train_labels) + len(data.test_labels) == 1200
+    assert data.n_classes == 10
+    assert len(data.train_labels) + len(data.val_labels) + len(data.test_labels) == 1200
     assert (np.bincount(data.test_labels) == 24).all()
     again = load_dataset("synthetic", seed=1)
     np.testing.assert_array_equal(data.train["m1"], again.train["m1"])
