@@ -205,10 +205,12 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             log.train_s += log.train_s_round
             executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking)
             log.record(t, decision, tau, speed, local, cost, executed, battery, active,
-                       evaluate(s, active, trainer.test_views))
+                       evaluate(s, active, trainer.test_views, s.data.test_labels))
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
+        if s.data.val_labels.size:  # what settings are tuned on (never the test split)
+            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels)
         return log.result(time.perf_counter() - t_start)
 
 
@@ -229,6 +231,7 @@ class Trainer:
     setup: Setup
     data: LocalData
     test_views: list[torch.Tensor]
+    val_views: list[torch.Tensor]
     weights: LossWeights
     modulation: Modulation | None
     opt: Optimizer
@@ -248,7 +251,8 @@ class Trainer:
             kd=config.w_kd if method.kd else 0.0)
         modulation = ogm_ge_modulation(config.ogm_alpha) if method.modulation == "ogm-ge" else None
         return cls(s, LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts),
-                   [torch.as_tensor(s.data.test[v]) for v in views], weights, modulation,
+                   [torch.as_tensor(s.data.test[v]) for v in views],
+                   [torch.as_tensor(s.data.val[v]) for v in views], weights, modulation,
                    Optimizer(lr=config.lr, momentum=config.momentum),
                    SpeedTracker(*s.holds.shape, beta=config.speed_beta),
                    np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
@@ -316,6 +320,7 @@ class RunLog:
         self.policy_s_round = 0.0  # this round's
         self.train_s_round = 0.0
         self.executed_j = np.zeros(s.holds.shape[0])  # cumulative, from executed passes
+        self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
 
     @property
     def last(self) -> dict[str, Any]:
@@ -385,6 +390,10 @@ class RunLog:
             "battery_total_j": float(s.battery_j.sum()),
             "dropped_devices": self.drops, "wall_time_s": wall_time_s,
             "policy_time_s": self.policy_s, "train_time_s": self.train_s,
+            "validation": None if self.validation is None else {
+                "accuracy": self.validation["accuracy"],
+                "consensus_accuracy": self.validation["consensus"],
+                "modality_accuracy": dict(self.validation["modality"])},
         }
         return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
 
@@ -435,9 +444,11 @@ def consensus_network(s: Setup, active: NDArray[np.bool_]) -> Network:
     return Network(blocks, shared, s.net.n_classes, s.net.feature)
 
 
-def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor]) -> dict[str, Any]:
-    """Device accuracy (own model, own views), consensus accuracy, unimodal accuracies."""
-    y = s.data.test_labels
+def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor],
+             labels: NDArray[np.int64]) -> dict[str, Any]:
+    """Device accuracy (own model, own views), consensus accuracy, unimodal accuracies on the
+    given inputs (test or validation views and labels)."""
+    y = labels
     logits = predict(s.net, test_views, torch.as_tensor(s.holds))
     device = np.array([accuracy(logits[k], y) for k in range(s.holds.shape[0])])
     consensus = consensus_network(s, active)

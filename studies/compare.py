@@ -51,6 +51,7 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
             "consensus_accuracy": summary["consensus_accuracy"],
             **{f"acc_{v}": a for v, a in accs.items()},
             "weakest_view_accuracy": min(accs.values()),
+            **_validation_columns(summary.get("validation")),
             "energy_used_j": summary["energy_used_j"],
             "executed_energy_j": summary["executed_energy_j"],
             "battery_total_j": summary["battery_total_j"],
@@ -58,6 +59,16 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })
     return history, rows, pd.DataFrame(finals)
+
+
+def _validation_columns(val: dict[str, Any] | None) -> dict[str, float]:
+    """The final validation metrics as val_* columns (none without a validation split)."""
+    if not val:
+        return {}
+    accs = val["modality_accuracy"]
+    return {"val_accuracy": val["accuracy"], "val_consensus_accuracy": val["consensus_accuracy"],
+            **{f"val_acc_{v}": a for v, a in accs.items()},
+            "val_weakest_view_accuracy": min(accs.values())}
 
 
 def _tqdm(it, total: int, enabled: bool):

@@ -96,9 +96,9 @@ def test_dropped_device_stops_training_and_gossiping() -> None:
     cfg = synthetic(rounds=3)
     original = loop.evaluate
 
-    def spy(s, active, test_views):
+    def spy(s, active, *args):
         seen.append([t.detach()[1].clone() for t in s.net.parameters()])
-        return original(s, active, test_views)
+        return original(s, active, *args)
 
     loop.evaluate = spy
     try:
@@ -350,3 +350,27 @@ def test_modality_dropout_method_drops_views_and_nothing_else() -> None:
     b = run(synthetic(rounds=2, method="modality-dropout"), progress=False)
     assert a.summary["energy_used_j"] == b.summary["energy_used_j"]
     assert (a.rows["tau"] == b.rows["tau"]).all() and a.summary["accuracy"] != b.summary["accuracy"]
+
+
+def test_summary_reports_validation_metrics_from_the_validation_split() -> None:
+    result = run(synthetic(rounds=2), progress=False)
+    s, val = result.setup, result.summary["validation"]
+    assert 40 <= s.data.val_labels.size <= 60  # ~10% of the 480 training samples, per class
+    test_rows = {r.tobytes() for r in s.data.test["m0"]}
+    assert not any(r.tobytes() in test_rows for r in s.data.val["m0"])  # disjoint from test
+    # By hand: the consensus model is the device average of every block (all devices active).
+    from learner.models import Network, predict
+
+    mean = lambda b: {k: t.detach().mean(0, keepdim=True) for k, t in b.items()}  # noqa: E731
+    consensus = Network([mean(b) for b in s.net.blocks], mean(s.net.shared), s.net.n_classes,
+                        s.net.feature)
+    views = [torch.as_tensor(s.data.val[v]) for v in s.data.views]
+    logits = predict(consensus, views, torch.ones(1, 2, dtype=torch.bool))[0]
+    expected = float((logits.argmax(-1).numpy() == s.data.val_labels).mean())
+    assert val["consensus_accuracy"] == pytest.approx(expected, abs=1e-6)
+    only = predict(consensus, views, torch.tensor([[False, True]]))[0]
+    assert val["modality_accuracy"]["m1"] == pytest.approx(
+        float((only.argmax(-1).numpy() == s.data.val_labels).mean()), abs=1e-6)
+    assert val["consensus_accuracy"] != result.summary["consensus_accuracy"] or \
+        val["accuracy"] != result.summary["accuracy"]  # a different split, different numbers
+    assert run(synthetic(rounds=1, val_fraction=0.0), progress=False).summary["validation"] is None
