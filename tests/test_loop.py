@@ -271,6 +271,17 @@ def test_compare_cli_writes_tables_and_figures(cli, tmp_path: Path) -> None:
                                finals.query("method == 'dmml-kd'")["battery_total_j"], rtol=1e-9)
     assert (finals["energy_used_j"] <= battery * (1 + 1e-9)).all()
     np.testing.assert_allclose(finals["executed_energy_j"], finals["energy_used_j"], rtol=1e-9)
+    paired = __import__("pandas").read_csv(out / "paired.csv")
+    assert set(paired["method"]) == {"dmml-kd-balance"} and set(paired["reference"]) == {"dmml-kd"}
+    weak = paired.query("metric == 'weakest_view_accuracy'").iloc[0]
+    by_seed = finals.pivot(index="seed", columns="method", values="weakest_view_accuracy")
+    assert weak.mean_diff == pytest.approx((by_seed["dmml-kd-balance"] - by_seed["dmml-kd"]).mean())
+    assert weak.seeds == 2 and weak.ci_low <= weak.mean_diff <= weak.ci_high
+    assert "Paired differences against dmml-kd" in stdout
+    code, _, err = cli("compare", "--dataset", "synthetic", "--methods", "dmml-kd", "--reference",
+                       "dpsgd", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "reference 'dpsgd' is not among the methods" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     assert (out / "figures" / "curves.png").exists() and (out / "figures" / "tau_heatmap.png").exists()
 
 

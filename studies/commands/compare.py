@@ -17,6 +17,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default 2)")
     p.add_argument("--out", default="runs/compare", help="output folder")
+    p.add_argument("--reference", default=None,
+                   help="method the others are paired against in paired.csv (default dmml-kd)")
     for flag, kind in (("--dataset", str), ("--views", str), ("--devices", int), ("--rounds", int),
                        ("--local-iters", int), ("--alpha", float), ("--missing-rate", float),
                        ("--topology", str), ("--solver", str), ("--scope", str),
@@ -53,10 +55,18 @@ def run(args: argparse.Namespace) -> int:
 
     for m in methods:
         get_method(m)
+    reference = args.reference or section.get("reference", "dmml-kd")
+    if reference not in methods:
+        if args.reference or "reference" in section:
+            from studies.spec import StudyError
+
+            raise StudyError(f"reference {reference!r} is not among the methods "
+                             f"({', '.join(methods)})")
+        reference = None  # the default reference is not compared: no paired table
     jobs = args.jobs or default_jobs()
     history, rows, finals = run_comparison(base, methods, seeds, jobs,
                                            progress=sys.stderr.isatty())
-    table = write_comparison(args.out, base, methods, seeds, history, rows, finals)
+    table = write_comparison(args.out, base, methods, seeds, history, rows, finals, reference)
     print(f"{len(methods)} methods x {len(seeds)} seeds, results in {args.out}/\n")
     print(table)
     return 0
