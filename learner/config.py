@@ -17,6 +17,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+SIGNALS = ("variation", "confidence")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
@@ -61,6 +64,10 @@ class TrainConfig:
     generator_steps: int = 5
     generator_lr: float = 1e-3
     speed_beta: float = 0.5
+    # Balance signal the allocator sees as a modality's speed: "variation" (the paper's relative
+    # parameter variation per iteration) or "confidence" (the common classifier's true-class
+    # probability from that modality alone, OGM-GE style: a modality's own learning).
+    signal: str = "variation"
     schedule_spread: int = 1  # random-schedule: tau = local_iters ± schedule_spread
     ogm_alpha: float = 0.5
     # allocator options (used by dmml-kd-balance; wired in studies/)
@@ -116,6 +123,13 @@ class TrainConfig:
                 and self.local_iters + self.schedule_spread <= self.tau_max):
             raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
                               f"[tau_min, tau_max] (got {self.schedule_spread!r})")
+        if get_method(self.method).policy == "random" and self.fusion_rule != "training":
+            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
+            # ± d schedule can cost what uniform costs.
+            raise ConfigError(f"fusion_rule must be 'training' for {self.method} "
+                              f"(got {self.fusion_rule!r})")
+        if self.signal not in SIGNALS:
+            raise ConfigError(f"signal must be one of {', '.join(SIGNALS)} (got {self.signal!r})")
         if self.availability not in ("auto", "all", "random", "pattern"):
             raise ConfigError(f"availability must be auto, all, random or pattern "
                               f"(got {self.availability!r})")

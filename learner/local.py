@@ -107,6 +107,9 @@ class LocalResult:
     # and backward passes (gradient computed and applied). Energy is derived from these.
     forward_passes: NDArray[np.int64] | None = None
     backward_passes: NDArray[np.int64] | None = None
+    # Mean probability the common classifier gives the true class from c_m alone, over the
+    # passes that ran (nan: none ran): how well modality m has learned on its own.
+    confidence: NDArray[np.float64] | None = None
 
 
 def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
@@ -143,6 +146,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
     local_iters = tau.max(axis=1)
     forward_passes = np.zeros((K, M), np.int64)
     backward_passes = np.zeros((K, M), np.int64)
+    confidence = np.zeros((K, M))
     start = [flatten_block(b) for b in net.blocks]
     losses, mods = [], []
     for i in range(1, int(local_iters.max(initial=0)) + 1):
@@ -174,6 +178,11 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             c, s = _executed(c, run_t[:, m], upd_t[:, m]), _executed(s, run_t[:, m], upd_t[:, m])
             commons.append(c)
             specifics.append(s)
+        with torch.no_grad():  # each modality's own learning: the common classifier on its c_m
+            for m, c in enumerate(commons):
+                if c is not None:
+                    prob = torch.softmax(common_logits(net, c), -1).gather(-1, y[..., None])
+                    confidence[:, m] += np.where(running[:, m], prob.mean((1, 2)).numpy(), 0.0)
         fusion_mask = run_t
         running_f = run_t.to(torch.float32)
         if modality_dropout > 0:
@@ -241,8 +250,11 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
     for p in net.parameters():
         p.grad = None
     mean_loss = float(np.mean(losses)) if losses else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.where(forward_passes > 0, confidence / forward_passes, np.nan)
     return LocalResult(start, end, measure_variation(start, end, tau), mean_loss,
-                       np.mean(mods, axis=0) if mods else None, forward_passes, backward_passes)
+                       np.mean(mods, axis=0) if mods else None, forward_passes, backward_passes,
+                       confidence)
 
 
 def _executed(x: Tensor, ran: Tensor, updated: Tensor) -> Tensor:

@@ -194,7 +194,7 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
             t0 = time.perf_counter()
             local = trainer.local_training(tau, active)             # deltas, per-modality tau
-            trainer.tracker.update(local.variation)                 # v -> speeds for next round
+            trainer.tracker.update(trainer.signal(local))           # v -> speeds for next round
             battery = battery - cost                                # energy: compute + comm
             # A device that trains this round also broadcasts (and pays for) its model; an
             # active device given no iterations sits the round out entirely.
@@ -256,6 +256,12 @@ class Trainer:
                    Optimizer(lr=config.lr, momentum=config.momentum),
                    SpeedTracker(*s.holds.shape, beta=config.speed_beta),
                    np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
+
+    def signal(self, local: LocalResult) -> NDArray[np.float64]:
+        """The balance signal of a round (config.signal): what the speed tracker smooths."""
+        if self.setup.config.signal == "confidence" and local.confidence is not None:
+            return local.confidence
+        return local.variation
 
     def local_training(self, tau: NDArray[np.int64], active: NDArray[np.bool_]) -> LocalResult:
         """Every active device's L_k local iterations with per-modality counts tau."""
@@ -353,7 +359,8 @@ class RunLog:
             v = local.variation[k, m]
             self.rows.append({
                 "round": t, "device": f"dev{k}", "modality": views[m], "tau": int(tau[k, m]),
-                "v": v, "speed": speed[k, m], "b": b[k, m],
+                "v": v, "confidence": local.confidence[k, m] if local.confidence is not None
+                else np.nan, "speed": speed[k, m], "b": b[k, m],
                 "predicted_progress": predicted[k, m],
                 "realised_progress": v * tau[k, m] if tau[k, m] > 0 else 0.0,
                 "forward_passes": int(fwd[k, m]) if fwd is not None else 0,

@@ -385,3 +385,14 @@ def test_summary_reports_validation_metrics_from_the_validation_split() -> None:
     assert val["consensus_accuracy"] != result.summary["consensus_accuracy"] or \
         val["accuracy"] != result.summary["accuracy"]  # a different split, different numbers
     assert run(synthetic(rounds=1, val_fraction=0.0), progress=False).summary["validation"] is None
+
+
+def test_confidence_signal_feeds_the_speeds() -> None:
+    result = run(synthetic(rounds=2, signal="confidence"), progress=False)
+    rows = result.rows.set_index(["round", "device", "modality"])
+    first, second = rows.xs(0, level="round"), rows.xs(1, level="round")
+    # The first measurement is taken as is (speed_beta only mixes later ones).
+    np.testing.assert_allclose(second["speed"], first["confidence"], rtol=1e-12)
+    assert ((first["confidence"] > 0) & (first["confidence"] < 1)).all()
+    with pytest.raises(ValueError, match="signal must be one of"):
+        run(synthetic(signal="loss"), progress=False)

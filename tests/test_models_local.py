@@ -251,3 +251,24 @@ def test_executed_passes_by_hand() -> None:
                              batch_size=4, fusion_rule=rule)
         np.testing.assert_array_equal(res.forward_passes, forward)
         np.testing.assert_array_equal(res.backward_passes, [[2, 0], [1, 3], [0, 0]])
+
+
+def test_confidence_signal_by_hand() -> None:
+    """One iteration: the mean true-class probability of the common classifier on each c_m,
+    computed before the update on the batch the round draws; nan where the encoder did not run."""
+    net, data = tiny_setup()
+    import copy
+
+    before = copy.deepcopy(net)
+    res = train(net, data, [[1, 0], [1, 1]], fusion_rule="training")
+    idx = data.batch(8, np.random.default_rng(0))  # the same first draw as the round's
+    y = data.labels[idx]
+    for m in range(2):
+        c, _ = encode(before.blocks[m], data.views[m][idx])
+        logits = torch.bmm(c, before.shared["wk"]) + before.shared["bk"][:, None]
+        prob = torch.softmax(logits, -1).gather(-1, y[..., None]).mean((1, 2)).detach().numpy()
+        for k in range(2):
+            if (k, m) == (0, 1):
+                assert np.isnan(res.confidence[k, m])
+            else:
+                assert res.confidence[k, m] == pytest.approx(prob[k], rel=1e-5)
