@@ -104,6 +104,9 @@ def _known_topology(name: str) -> None:
         raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
 
 
+SIGNALS = ("variation", "confidence")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
@@ -175,6 +178,12 @@ class TrainConfig:
     generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
     speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
                                 low_open=True, high=1)
+    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+                          "variation (the paper's relative parameter variation per iteration) or "
+                          "confidence (the common classifier's true-class probability from that "
+                          "modality alone, OGM-GE style)", choices=SIGNALS)
+    schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
+                                   high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
@@ -325,6 +334,18 @@ def _check_rule(name: str, value: Any, rule: Rule) -> None:
 
 def _check_relations(c: TrainConfig) -> None:
     """Rules between fields."""
+    from learner.methods import get_method  # the registry may grow at run time
+
+    if get_method(c.method).policy == "random":
+        if not (c.tau_min <= c.local_iters - c.schedule_spread
+                and c.local_iters + c.schedule_spread <= c.tau_max):
+            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
+                              f"[tau_min, tau_max] (got {c.schedule_spread!r})")
+        if c.fusion_rule != "training":
+            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
+            # ± d schedule can cost what uniform costs.
+            raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
+                              f"(got {c.fusion_rule!r})")
     if not c.tau_min <= c.tau_max:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:

@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run cells on Dask: 'local' (a LocalCluster of --jobs processes) or a "
                         "scheduler address such as tcp://host:8786")
     p.add_argument("--force", action="store_true", help="accept a changed spec in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar (plain progress lines every few seconds)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (plain progress lines every few seconds)")
     return p
 
 
