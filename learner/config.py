@@ -40,6 +40,10 @@ class TrainConfig:
     battery_scale: float = 1.0  # multiplies the automatic battery
     seed: int = 0
     threads: int = 1  # torch intra-op threads (the matrices are tiny: 1 is fastest on CPU)
+    # Device models are evaluated every eval_every rounds (and in the last round) on a seeded
+    # sample of eval_devices active devices (0: all); the consensus model every round.
+    eval_every: int = 1
+    eval_devices: int = 64
     lr: float = 0.1
     momentum: float = 0.9
     batch_size: int = 32
@@ -74,11 +78,15 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong; raise ConfigError naming the field."""
         positive_int = ("devices", "rounds", "batch_size", "hidden", "embed", "feature", "tau_max",
-                        "threads")
+                        "threads", "eval_every")
         for name in positive_int:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer (got {value!r})")
+        if isinstance(self.eval_devices, bool) or not isinstance(self.eval_devices, int) \
+                or self.eval_devices < 0:
+            raise ConfigError(f"eval_devices must be an integer >= 0 (0: all devices) "
+                              f"(got {self.eval_devices!r})")
         if self.devices < 2:
             raise ConfigError(f"devices must be >= 2 for decentralized learning (got {self.devices})")
         if not 1 <= self.tau_min <= self.tau_max:

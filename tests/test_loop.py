@@ -95,9 +95,9 @@ def test_dropped_device_stops_training_and_gossiping() -> None:
     cfg = synthetic(rounds=3)
     original = loop.evaluate
 
-    def spy(s, active, test_views):
+    def spy(s, active, *args, **kwargs):
         seen.append([t.detach()[1].clone() for t in s.net.parameters()])
-        return original(s, active, test_views)
+        return original(s, active, *args, **kwargs)
 
     loop.evaluate = spy
     try:
