@@ -182,6 +182,7 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             log.record(t, decision, tau, speed, local, cost, battery, active,
                        evaluate(s, active, trainer.test_views, s.data.test_labels,
                                 devices=eval_devices(config, t, active)))
+            del local  # its (K, P) snapshots must not live through the next round's training
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
