@@ -100,7 +100,13 @@ class LocalResult:
 
 def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
     """One modality block's parameters as a (K, P) array, one row per device."""
-    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1).numpy().copy()
+    tensors = [t.detach().reshape(t.shape[0], -1) for t in block.values()]
+    out = np.empty((tensors[0].shape[0], sum(t.shape[1] for t in tensors)), np.float32)
+    at = 0
+    for t in tensors:  # straight into one array: no (K, P) intermediate at 10,000 devices
+        out[:, at:at + t.shape[1]] = t.numpy()
+        at += t.shape[1]
+    return out
 
 
 def measure_variation(start: list[NDArray[np.float32]], end: list[NDArray[np.float32]],
@@ -226,9 +232,9 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         shared_mask = torch.as_tensor((local_iters >= i) & active, dtype=torch.float32)
         opt.step(list(net.shared.values()), shared_mask)
         losses.append(float(loss.detach()) / max(int(active.sum()), 1))
-    end = [flatten_block(b) for b in net.blocks]
     for p in net.parameters():
-        p.grad = None
+        p.grad = None  # before the end snapshot, so gradients and snapshots never coexist
+    end = [flatten_block(b) for b in net.blocks]
     mean_loss = float(np.mean(losses)) if losses else float("nan")
     return LocalResult(start, end, measure_variation(start, end, tau), mean_loss,
                        np.mean(mods, axis=0) if mods else None)
