@@ -52,21 +52,27 @@ def _local_sum(t: Tensor, rows: NDArray[np.bool_]) -> tuple[Tensor, int]:
 
 
 def consensus_network(s: Setup, active: NDArray[np.bool_], row_sum: RowSum = _local_sum) -> Network:
-    """The modality-wise network average: each block over its (active) holders, shared over all.
+    """The modality-wise network average: each block over its (active) holders, shared over all."""
+    return consensus_of(s.net, s.holds, active, row_sum)
 
-    Means are float64 sums over devices divided by the count (``row_sum`` adds a distributed
-    run's blocks); a block nobody active holds averages over all its holders.
+
+def consensus_of(net: Network, holds: NDArray[np.bool_], active: NDArray[np.bool_],
+                 row_sum: RowSum = _local_sum) -> Network:
+    """Each block averaged over its active holders (all holders if none is active), shared
+    blocks over the active devices; float64 sums over devices divided by the count.
+
+    ``row_sum(t, rows)`` sums a tensor's rows ``rows`` (a (K,) mask over all devices); a
+    distributed run passes one that adds its ranks' blocks.
     """
     def mean(t: Tensor, rows: NDArray[np.bool_]) -> Tensor:
         total, count = row_sum(t, rows)
         return (total / max(count, 1)).to(t.dtype)
 
-    holds = s.holds
     blocks = [{k: mean(t, holds[:, m] & active if (holds[:, m] & active).any() else holds[:, m])
-               for k, t in b.items()} for m, b in enumerate(s.net.blocks)]
+               for k, t in b.items()} for m, b in enumerate(net.blocks)]
     anyone = active if active.any() else np.ones_like(active)
-    shared = {k: mean(t, anyone) for k, t in s.net.shared.items()}
-    return Network(blocks, shared, s.net.n_classes, s.net.feature)
+    shared = {k: mean(t, anyone) for k, t in net.shared.items()}
+    return Network(blocks, shared, net.n_classes, net.feature)
 
 
 def _subnet(net: Network, rows: Tensor) -> Network:

@@ -30,6 +30,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--battery", type=float, dest="battery_j", help="J per device (default: "
                    "exactly enough for uniform --local-iters every round)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int, dest="eval_every",
+                   help="evaluate device models every N rounds (and the last; consensus: every round)")
+    p.add_argument("--eval-devices", type=int, dest="eval_devices",
+                   help="device models evaluated: a seeded sample of N active devices (0: all)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="run as N local processes with torch.distributed (gloo); same results")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -42,10 +48,15 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
-        "method", "solver", "scope", "battery_j", "seed")}
+        "method", "solver", "scope", "battery_j", "seed", "eval_every", "eval_devices")}
     if args.views:
         overrides["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
     config = load_config(args.config, overrides)
-    summary = run_train(config, args.out, progress=not args.quiet and sys.stderr.isatty())
+    if args.nproc != 1:
+        from learner.distributed import launch
+
+        summary = launch(config, args.out, args.nproc)
+    else:
+        summary = run_train(config, args.out, progress=not args.quiet and sys.stderr.isatty())
     print(json.dumps(summary, indent=1))
     return 0
