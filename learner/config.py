@@ -155,6 +155,10 @@ class TrainConfig:
                         high=SEED_LIMIT, high_open=True)
     threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
                            low=1, high=1024)
+    eval_every: int = setting(1, "evaluate device models every N rounds (and in the last round); "
+                              "the consensus model every round", low=1, high=1_000_000)
+    eval_devices: int = setting(64, "device models evaluated: a seeded sample of N active devices "
+                                "(0: all)", low=0, high=10_000_000)
     lr: float = setting(0.1, "SGD learning rate", low=0, low_open=True, high=10)
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
     batch_size: int = setting(32, "mini-batch size per device and iteration", low=1, high=65_536)

@@ -24,8 +24,9 @@ from learner.config import TrainConfig
 from learner.data import MultiViewDataset, load_dataset
 from learner.energy import EnergyProfile, make_profile
 from learner.errors import ConfigError
+from learner.evaluate import eval_devices, evaluate
 from learner.generator import Generator, train_generator
-from learner.gossip import gossip_average, metropolis_weights
+from learner.gossip import Mixing, gossip_average, mixing
 from learner.local import (
     LocalData,
     LocalResult,
@@ -36,10 +37,9 @@ from learner.local import (
     ogm_ge_modulation,
 )
 from learner.methods import MethodSpec, get_method
-from learner.models import Network, predict
+from learner.models import Network
 from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
-from metrics.accuracy import accuracy
 from metrics.balance import balance
 from metrics.energy import budget_limit_j, fits_budget
 from metrics.variation import SpeedTracker
@@ -61,7 +61,7 @@ class RoundState:
     backward_j: NDArray[np.float64]
     comm_j: NDArray[np.float64]
     active: NDArray[np.bool_]
-    adjacency: NDArray[np.bool_]
+    adjacency: Any  # (K, K) bool, scipy.sparse CSR (a dense one would be K x K)
     tau_min: int
     tau_max: int
     local_iters: int
@@ -213,7 +213,9 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             log.train_s += log.train_s_round
             executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking)
             log.record(t, decision, tau, speed, local, cost, executed, battery, active,
-                       evaluate(s, active, trainer.test_views, s.data.test_labels))
+                       evaluate(s, active, trainer.test_views, s.data.test_labels,
+                                devices=eval_devices(config, t, active)))
+            del local  # its (K, P) snapshots must not live through the next round's training
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
@@ -286,11 +288,10 @@ class Trainer:
         s = self.setup
         if s.generator is None or not active.any():
             return
-        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"], s.topology.adjacency,
-                        active, s.config.generator_steps, s.config.batch_size,
-                        s.config.generator_lr, self.gen)
-        _gossip_tensors(list(s.generator.params.values()),
-                        metropolis_weights(s.topology.adjacency, active))
+        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"],
+                        s.topology.neighbor_table, active, s.config.generator_steps,
+                        s.config.batch_size, s.config.generator_lr, self.gen)
+        _gossip_tensors(list(s.generator.params.values()), mixing(s.topology.neighbor_table, active))
 
 
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
@@ -300,7 +301,7 @@ def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[n
     return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
                       s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
                       s.profile.comm_j.copy(), active.copy(),
-                      s.topology.adjacency.copy(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
+                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
@@ -381,6 +382,7 @@ class RunLog:
             "round": t, "accuracy": evals["accuracy"], "consensus_accuracy": evals["consensus"],
             **{f"acc_{v}": evals["modality"][v] for v in views},
             "loss": local.loss, "active_devices": int(active.sum()),
+            "evaluated_devices": evals["evaluated"],
             "energy_used_j": float((s.battery_j - battery).sum()), "energy_left_j": float(battery.sum()),
             "executed_energy_j": float(self.executed_j.sum()),
             "policy_time_s": self.policy_s_round, "train_time_s": self.train_s_round,
@@ -409,6 +411,8 @@ class RunLog:
                 "accuracy": self.validation["accuracy"],
                 "consensus_accuracy": self.validation["consensus"],
                 "modality_accuracy": dict(self.validation["modality"])},
+            "eval_every": s.config.eval_every, "eval_devices": s.config.eval_devices,
+            "evaluated_devices": final["evaluated_devices"],
         }
         return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
 
@@ -431,7 +435,7 @@ def _as_decision(out: PolicyDecision | NDArray[np.integer[Any]]) -> PolicyDecisi
     return PolicyDecision(np.asarray(out, dtype=np.int64))
 
 
-def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -> None:
+def _gossip_tensors(tensors: list[torch.Tensor], weights: Mixing) -> None:
     """One gossip step on each stacked (K, ...) tensor, in place."""
     with torch.no_grad():
         for p in tensors:
@@ -440,43 +444,10 @@ def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -
 
 def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:
     """Each modality block among its active holders; shared blocks among all active devices."""
-    adj = s.topology.adjacency
+    table = s.topology.neighbor_table
     for m, block in enumerate(s.net.blocks):
-        _gossip_tensors(list(block.values()), metropolis_weights(adj, s.holds[:, m] & active))
-    _gossip_tensors(list(s.net.shared.values()), metropolis_weights(adj, active))
-
-
-def consensus_network(s: Setup, active: NDArray[np.bool_]) -> Network:
-    """The modality-wise network average: each block over its (active) holders, shared over all."""
-    def mean(t: torch.Tensor, rows: NDArray[np.bool_]) -> torch.Tensor:
-        rows = rows if rows.any() else np.ones_like(rows)
-        return t.detach()[torch.as_tensor(rows)].mean(0, keepdim=True)
-
-    blocks = [{k: mean(t, s.holds[:, m] & active if (s.holds[:, m] & active).any()
-                       else s.holds[:, m]) for k, t in b.items()}
-              for m, b in enumerate(s.net.blocks)]
-    shared = {k: mean(t, active) for k, t in s.net.shared.items()}
-    return Network(blocks, shared, s.net.n_classes, s.net.feature, s.net.encoders)
-
-
-def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor],
-             labels: NDArray[np.int64]) -> dict[str, Any]:
-    """Device accuracy (own model, own views), consensus accuracy, unimodal accuracies on the
-    given inputs (test or validation views and labels)."""
-    y = labels
-    logits = predict(s.net, test_views, torch.as_tensor(s.holds))
-    device = np.array([accuracy(logits[k], y) for k in range(s.holds.shape[0])])
-    consensus = consensus_network(s, active)
-    M = s.holds.shape[1]
-    acc_all = accuracy(predict(consensus, test_views, torch.ones(1, M, dtype=torch.bool))[0], y)
-    modality = {}
-    for m, v in enumerate(s.data.views):
-        only = torch.zeros(1, M, dtype=torch.bool)
-        only[0, m] = True
-        modality[v] = accuracy(predict(consensus, test_views, only)[0], y)
-    return {"device": np.where(active, device, np.nan),
-            "accuracy": float(device[active].mean()) if active.any() else float("nan"),
-            "consensus": acc_all, "modality": modality}
+        _gossip_tensors(list(block.values()), mixing(table, s.holds[:, m] & active))
+    _gossip_tensors(list(s.net.shared.values()), mixing(table, active))
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:
