@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from learner.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -58,6 +59,10 @@ class TrainConfig:
     generator_lr: float = 1e-3
     speed_beta: float = 0.5
     ogm_alpha: float = 0.5
+    # simulated time (learner/clock.py): CPU levels as fractions of each device's f_max, and the
+    # round deadline: "auto" (uniform local_iters at f_max), "none", or seconds
+    cpu_levels: list[float] = field(default_factory=lambda: list(DEFAULT_CPU_LEVELS))
+    deadline: float | str | None = "auto"
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = "heuristic"
     scope: str = "device"
@@ -103,6 +108,8 @@ class TrainConfig:
             raise ConfigError(f"modality_dropout must be in [0, 1) (got {self.modality_dropout})")
         if self.fusion_rule not in ("all", "training"):
             raise ConfigError(f"fusion_rule must be all or training (got {self.fusion_rule!r})")
+        validate_levels(self.cpu_levels)
+        self.deadline = parse_deadline(self.deadline)  # "auto", "none", None or seconds (float)
         if self.availability not in ("auto", "all", "random", "pattern"):
             raise ConfigError(f"availability must be auto, all, random or pattern "
                               f"(got {self.availability!r})")

@@ -20,7 +20,7 @@ class MethodSpec:
     decomposition: bool  # difference + similarity + common-classifier losses
     kd: bool  # conditional generator knowledge distillation
     modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
-    policy: str = "uniform"  # "uniform", or "external" (a policy must be passed in)
+    policy: str = "uniform"  # "uniform", "uniform-dvfs", or "external" (a policy must be passed in)
     description: str = ""
 
 
@@ -38,6 +38,9 @@ _METHODS: dict[str, MethodSpec] = {
     "dmml-kd-balance": MethodSpec("dmml-kd-balance", decomposition=True, kd=True,
                                   policy="external",
                                   description="dmml-kd with the allocator setting tau every round"),
+    "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
+                               description="dmml-kd, each device at its lowest CPU level meeting "
+                               "the round deadline"),
 }
 
 
@@ -58,8 +61,8 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
     if spec.modulation not in (None, "ogm-ge"):
         raise ConfigError(f"method {spec.name!r}: modulation must be None or 'ogm-ge' "
                           f"(got {spec.modulation!r})")
-    if spec.policy not in ("uniform", "external"):
-        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform' or 'external' "
+    if spec.policy not in ("uniform", "uniform-dvfs", "external"):
+        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'uniform-dvfs' or 'external' "
                           f"(got {spec.policy!r})")
     _METHODS[spec.name] = spec
     return spec
