@@ -30,6 +30,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--battery", type=float, dest="battery_j", help="J per device (default: "
                    "exactly enough for uniform --local-iters every round)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--deadline", help="round deadline: auto (uniform tau at f_max, the default), "
+                   "none, or seconds")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
-        "method", "solver", "scope", "battery_j", "seed")}
+        "method", "solver", "scope", "battery_j", "seed", "deadline")}
     if args.views:
         overrides["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
     config = load_config(args.config, overrides)
