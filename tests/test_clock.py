@@ -141,9 +141,9 @@ def test_uniform_dvfs_meets_the_deadline_at_the_lowest_feasible_level(deadline) 
     assert result.summary["deadline_misses"] == 0
     assert (result.rounds["round_time_s"] <= s.deadline_s * (1 + 1e-9)).all()
     rows = result.rows.groupby(["round", "device"]).first().reset_index()
-    for t, group in rows.groupby("round"):
-        cycles = hand_cycles(cfg, np.where(s.holds, 5, 0))
-        want = brute_lowest_level(cycles, levels, s.profile.comm_s, s.deadline_s)
+    cycles = hand_cycles(cfg, np.where(s.holds, 5, 0))  # uniform tau = local_iters = 5
+    want = brute_lowest_level(cycles, levels, s.profile.comm_s, s.deadline_s)
+    for _, group in rows.groupby("round"):
         np.testing.assert_allclose(group["cpu_hz"].to_numpy(), want, rtol=1e-12)
     # Same tau as dmml-kd: same learning, less energy, no more time per round.
     base = run(synthetic(devices=4, rounds=2, deadline=deadline), progress=False)
