@@ -41,6 +41,9 @@ _METHODS: dict[str, MethodSpec] = {
     "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
                                description="dmml-kd, each device at its lowest CPU level meeting "
                                "the round deadline"),
+    "dmml-kd-balance-dvfs": MethodSpec("dmml-kd-balance-dvfs", decomposition=True, kd=True,
+                                       policy="external", description="the allocator setting tau "
+                                       "and CPU level under the deadline, on uniform-dvfs's energy"),
 }
 
 
