@@ -101,6 +101,8 @@ def uniform_policy(state: RoundState) -> PolicyDecision:
 def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
     """Uniform tau, each device at its lowest CPU level that meets the round deadline."""
     decision = uniform_policy(state)
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    assert state.cycles_forward is not None and state.cycles_backward is not None
     cycles = clock.round_cycles(decision.tau, state.holds, state.cycles_forward,
                                 state.cycles_backward)
     decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
