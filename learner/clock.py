@@ -4,7 +4,8 @@ A device running C cycles at frequency f computes for C / f seconds and spends k
 joules; it then broadcasts its blocks for ``comm_s`` seconds. A round lasts as long as its
 slowest training device. Cycles follow the energy model's pass rule (issue 9):
 C = B (L sum_m cycles_forward + sum_m tau cycles_backward), L = max_m tau, so energies and
-times are computed from the same counts (`metrics.energy.computation_energy_j` on cycles).
+times are computed from the same counts (`metrics.energy.round_cycles`, shared with the
+allocator, as is the deadline tolerance `metrics.energy.fits_deadline`).
 
 Pure NumPy functions, vectorised over devices; the loop and the policies both call them.
 """
@@ -19,14 +20,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from learner.errors import ConfigError
-from metrics.energy import computation_energy_j
+from metrics.energy import fits_deadline
 
 # CPU levels as fractions of a device's drawn maximum frequency f_max (the last one is f_max).
 DEFAULT_CPU_LEVELS = (0.25, 0.5, 0.75, 1.0)
-
-# A time fits a deadline when time <= deadline (1 + TIME_RTOL): the automatic deadline is the
-# uniform round's own float time, which must count as met.
-TIME_RTOL = 1e-9
 
 
 def cpu_levels_hz(f_max_hz: ArrayLike, fractions: Sequence[float] = DEFAULT_CPU_LEVELS,
@@ -51,12 +48,6 @@ def validate_levels(fractions: Sequence[float], name: str = "cpu_levels") -> Non
         raise ConfigError(f"{name} must include 1.0 (f_max, the default frequency) (got {values})")
 
 
-def round_cycles(tau: ArrayLike, holds: ArrayLike, cycles_forward: ArrayLike,
-                 cycles_backward: ArrayLike) -> NDArray[np.float64]:
-    """CPU cycles of each device's round (K,): L sum a cf + sum tau cb (cycles per batch)."""
-    return computation_energy_j(tau, holds, cycles_forward, cycles_backward)
-
-
 def device_time_s(cycles: ArrayLike, cpu_hz: ArrayLike, comm_s: ArrayLike) -> NDArray[np.float64]:
     """Time of each device's round (K,): compute at its frequency plus communication; 0 for a
     device that does not train (no cycles)."""
@@ -73,11 +64,12 @@ def round_time_s(device_times: ArrayLike, active: ArrayLike) -> float:
 
 
 def meets_deadline(times: ArrayLike, deadline_s: float | None) -> NDArray[np.bool_]:
-    """Whether each time fits the deadline (always, without one)."""
+    """Whether each time fits the deadline (always, without one). The shared tolerance: the
+    automatic deadline is the uniform round's own float time, which must count as met."""
     times = np.asarray(times, float)
     if deadline_s is None:
         return np.ones(times.shape, bool)
-    return times <= deadline_s * (1 + TIME_RTOL)
+    return fits_deadline(times, deadline_s)
 
 
 def energy_scale(cpu_hz: ArrayLike, f_max_hz: ArrayLike) -> NDArray[np.float64]:

@@ -19,11 +19,13 @@ from numpy.typing import NDArray
 from learner import clock
 from learner.topology import Topology, weakest_link_gain
 from metrics.energy import (
+    BACKWARD_CYCLES_FACTOR,
     DEFAULT_CAPACITANCE,
     communication_energy_j,
     communication_time_s,
     computation_energy_j,
     iteration_energy_j,
+    round_cycles,
 )
 
 
@@ -38,8 +40,9 @@ class EnergyProfile:
 
     fusion_rule: str = "training"
     # Time model (learner.clock); None: no clock data (a hand-made profile), f_max only.
-    cycles_forward: NDArray[np.float64] | None = None  # (K, M) cycles per batch, forward pass
-    cycles_backward: NDArray[np.float64] | None = None  # (K, M) cycles per batch, backward pass
+    cycles_forward: NDArray[np.float64] | None = None  # (K, M) cycles per sample, forward pass
+    cycles_backward: NDArray[np.float64] | None = None  # (K, M) cycles per sample, backward pass
+    batch_size: int = 1  # samples per iteration (cycles of an iteration = batch x per sample)
     comm_s: NDArray[np.float64] | None = None  # (K,) broadcast time per round
     cpu_levels_hz: NDArray[np.float64] | None = None  # (K, L) ascending, the last is cpu_hz
 
@@ -48,7 +51,7 @@ class EnergyProfile:
         return self.cpu_hz[:, None] if self.cpu_levels_hz is None else self.cpu_levels_hz
 
     def planning_cycles(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """(forward, backward) cycles per batch folded like `planning_energies` (training rule:
+        """(forward, backward) cycles per sample folded like `planning_energies` (training rule:
         a stopped encoder runs no forward pass, so forward cycles are paid tau times)."""
         if self.cycles_forward is None or self.cycles_backward is None:
             raise ValueError("this energy profile has no cycle counts (made without make_profile)")
@@ -60,7 +63,7 @@ class EnergyProfile:
                       cpu_hz: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
         """Each device's round time (K,) at frequencies cpu_hz (None: f_max); 0 if not training."""
         comm = np.zeros_like(self.cpu_hz) if self.comm_s is None else self.comm_s
-        cycles = clock.round_cycles(tau, holds, *self.planning_cycles())
+        cycles = round_cycles(tau, holds, self.batch_size, *self.planning_cycles())
         return clock.device_time_s(cycles, self.cpu_hz if cpu_hz is None else cpu_hz, comm)
 
     def planning_energies(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -106,7 +109,8 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
     bits = 32.0 * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1) + shared_params)
     gain = weakest_link_gain(topology)
     comm = communication_energy_j(tx_power_w, bits, gain, bandwidth_hz)
-    cycles_fwd = np.where(holds, batch_size * cycles[None, :], 0.0)
-    return EnergyProfile(forward, backward, comm, cpu, fusion_rule, cycles_fwd, 2.0 * cycles_fwd,
-                         communication_time_s(tx_power_w, bits, gain, bandwidth_hz),
-                         clock.cpu_levels_hz(cpu, cpu_levels))
+    cycles_fwd = np.where(holds, cycles[None, :], 0.0)
+    return EnergyProfile(forward, backward, comm, cpu, fusion_rule, cycles_forward=cycles_fwd,
+                         cycles_backward=BACKWARD_CYCLES_FACTOR * cycles_fwd, batch_size=batch_size,
+                         comm_s=communication_time_s(tx_power_w, bits, gain, bandwidth_hz),
+                         cpu_levels_hz=clock.cpu_levels_hz(cpu, cpu_levels))

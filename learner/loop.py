@@ -39,6 +39,7 @@ from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
 from metrics.accuracy import accuracy
 from metrics.balance import balance
+from metrics.energy import round_cycles
 from metrics.variation import SpeedTracker
 
 
@@ -62,12 +63,13 @@ class RoundState:
     tau_max: int
     local_iters: int
     last_tau: NDArray[np.int64]
-    # Time and frequency (learner/clock.py): planning cycles per batch folded like forward_j /
+    # Time and frequency (learner/clock.py): planning cycles per sample folded like forward_j /
     # backward_j (which are at f_max), CPU levels (K, L) ascending, comm time (K,), deadline.
     cpu_hz: NDArray[np.float64] | None = None  # (K,) f_max
     cpu_levels_hz: NDArray[np.float64] | None = None
     cycles_forward: NDArray[np.float64] | None = None
     cycles_backward: NDArray[np.float64] | None = None
+    batch_size: int = 1
     comm_time_s: NDArray[np.float64] | None = None
     deadline_s: float | None = None
 
@@ -103,8 +105,8 @@ def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
     decision = uniform_policy(state)
     assert state.cpu_levels_hz is not None and state.comm_time_s is not None
     assert state.cycles_forward is not None and state.cycles_backward is not None
-    cycles = clock.round_cycles(decision.tau, state.holds, state.cycles_forward,
-                                state.cycles_backward)
+    cycles = round_cycles(decision.tau, state.holds, state.batch_size, state.cycles_forward,
+                          state.cycles_backward)
     decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
                                                  state.deadline_s)
     decision.info["policy"] = "uniform-dvfs"
@@ -294,7 +296,7 @@ def _clock_state(s: Setup) -> tuple[Any, ...]:
     p = s.profile
     cycles = p.planning_cycles() if p.cycles_forward is not None else (None, None)
     comm = p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz)
-    return (p.cpu_hz.copy(), p.levels_hz().copy(), *cycles, comm, s.deadline_s)
+    return (p.cpu_hz.copy(), p.levels_hz().copy(), *cycles, p.batch_size, comm, s.deadline_s)
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],

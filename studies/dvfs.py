@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from allocator import Problem, solve
 from learner import clock
 from learner.loop import PolicyDecision, RoundState, uniform_dvfs_policy
-from metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j
+from metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
 from studies.policies import build_problem
 
 
@@ -35,7 +35,7 @@ def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArra
     return np.where(trains, scale * compute + state.comm_j, 0.0), decision.cpu_hz
 
 
-def build_dvfs_problem(state: RoundState, batch_size: int, scope: str = "device",
+def build_dvfs_problem(state: RoundState, scope: str = "device",
                        delta: float = 0.1, mu: float = 5.0, epsilon: float = 1e-3,
                        budget_rule: str = "even",
                        ) -> tuple[Problem | None, NDArray[np.int64], list[int], NDArray[np.int64]]:
@@ -50,10 +50,8 @@ def build_dvfs_problem(state: RoundState, batch_size: int, scope: str = "device"
         return None, members, dropped, np.zeros(0, np.int64)
     assert state.cycles_forward is not None and state.cycles_backward is not None
     assert state.cpu_levels_hz is not None and state.comm_time_s is not None
-    per_sample_f = np.asarray(state.cycles_forward, float) / batch_size
-    per_sample_b = np.asarray(state.cycles_backward, float) / batch_size
-    cheapest = clock.round_cycles(np.where(state.holds, state.tau_min, 0), state.holds,
-                                  state.cycles_forward, state.cycles_backward)
+    cheapest = round_cycles(np.where(state.holds, state.tau_min, 0), state.holds,
+                            state.batch_size, state.cycles_forward, state.cycles_backward)
     fastest = clock.device_time_s(cheapest, np.asarray(state.cpu_levels_hz).max(axis=1),
                                   state.comm_time_s)
     on_time = clock.meets_deadline(fastest, state.deadline_s)[members]
@@ -70,8 +68,9 @@ def build_dvfs_problem(state: RoundState, batch_size: int, scope: str = "device"
         budget=budget, scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
         delta=delta, mu=mu, epsilon=epsilon, deadline_s=state.deadline_s,
         cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
-        cycles_forward=per_sample_f[members], cycles_backward=per_sample_b[members],
-        batch_size=np.full(members.size, float(batch_size)),
+        cycles_forward=np.asarray(state.cycles_forward, float)[members],
+        cycles_backward=np.asarray(state.cycles_backward, float)[members],
+        batch_size=float(state.batch_size),
         capacitance=np.full(members.size, DEFAULT_CAPACITANCE),
         comm_time_s=np.asarray(state.comm_time_s, float)[members],
     )
@@ -89,7 +88,6 @@ def _speeds(state: RoundState) -> NDArray[np.float64]:
 class DvfsAllocatorPolicy:
     """Each round: the allocator picks tau and a CPU level per device under budget and deadline."""
 
-    batch_size: int
     method: str = "heuristic"
     scope: str = "device"
     delta: float = 0.1
@@ -103,7 +101,7 @@ class DvfsAllocatorPolicy:
         """Solve this round's problem with levels; tau, frequencies, what to log."""
         t0 = time.perf_counter()
         problem, members, dropped, late = build_dvfs_problem(
-            state, self.batch_size, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
+            state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
         holds = np.asarray(state.holds, bool)
         assert state.cpu_hz is not None
         tau = np.zeros(holds.shape, np.int64)

@@ -27,7 +27,7 @@ def policy_for(config: TrainConfig) -> Any:
     if config.method == "dmml-kd-balance-dvfs":  # tau and CPU level (issue 9): studies/dvfs.py
         from studies.dvfs import DvfsAllocatorPolicy
 
-        return DvfsAllocatorPolicy(batch_size=config.batch_size, method=config.solver,
+        return DvfsAllocatorPolicy(method=config.solver,
                                    scope=config.scope, delta=config.delta, mu=config.mu,
                                    budget_rule=config.budget_rule,
                                    time_limit=config.solver_time_limit)

@@ -11,6 +11,7 @@ from learner import clock
 from learner.config import TrainConfig
 from learner.errors import ConfigError
 from learner.loop import PolicyDecision, RoundState, build, run, uniform_policy
+from metrics.energy import round_cycles
 
 
 def synthetic(**kw) -> TrainConfig:
@@ -37,8 +38,8 @@ def test_clock_functions_by_hand() -> None:
     # A device with no cycles does not train: no time, not even communication.
     np.testing.assert_allclose(clock.device_time_s([0.0, 1e9], [1e9, 1e9], [5.0, 1.0]), [0.0, 2.0])
     # Cycles follow the energy pass rule: L sum cf + sum tau cb with L = max tau.
-    cyc = clock.round_cycles([[2, 3]], [[True, True]], [[10.0, 20.0]], [[1.0, 2.0]])
-    assert cyc[0] == 3 * (10 + 20) + 2 * 1 + 3 * 2
+    cyc = round_cycles([[2, 3]], [[True, True]], 4, [[10.0, 20.0]], [[1.0, 2.0]])
+    assert cyc[0] == 4 * (3 * (10 + 20) + 2 * 1 + 3 * 2)
     np.testing.assert_allclose(clock.energy_scale([0.5e9, 2e9], [2e9, 2e9]), [1 / 16, 1.0])
     np.testing.assert_allclose(clock.cpu_levels_hz([2e9], (1.0, 0.25)), [[0.5e9, 2e9]])
 
