@@ -219,3 +219,106 @@ def test_levels_brute_force_energy_time_tradeoff() -> None:
     np.testing.assert_allclose(best[1] / s.profile.cpu_hz, [0.5, 0.75])
     np.testing.assert_allclose(result.rows.groupby("device")["cpu_hz"].first(), best[1])
     assert result.summary["energy_used_j"] == pytest.approx(best[0], rel=1e-12)
+
+
+# -- the allocator choosing tau and CPU level (studies/dvfs.py) ------------------------------------
+
+def test_allocator_with_levels_is_feasible_in_energy_and_time_every_round() -> None:
+    from studies.training import run_train_full
+
+    cfg = synthetic(devices=4, rounds=3, method="dmml-kd-balance-dvfs", deadline=0.15)
+    result = run_train_full(cfg)
+    control = run_train_full(synthetic(devices=4, rounds=3, method="uniform-dvfs", deadline=0.15))
+    s = build(cfg)
+    levels = s.profile.levels_hz()
+    per = result.rows.groupby(["round", "device"]).first()
+    ctl = control.rows.groupby(["round", "device"]).first()
+    assert result.summary["deadline_misses"] == 0 and not result.summary["dropped_devices"]
+    assert (per["time_s"] <= 0.15 * (1 + 1e-9)).all()
+    # Never more energy than the allocator-free control, device by device and round by round.
+    assert (per["energy_j"].to_numpy() <= ctl["energy_j"].to_numpy() * (1 + 1e-9)).all()
+    assert result.summary["energy_used_j"] <= control.summary["energy_used_j"] * (1 + 1e-9)
+    # Each device at the lowest of its levels that meets the deadline for its own tau, and
+    # energy and time by hand from that tau and frequency.
+    tau = result.rows.pivot_table(index=["round", "device"], columns="modality", values="tau")
+    tau = tau[list(s.data.views)].to_numpy().reshape(3, 4, -1)
+    params = np.array(s.net.block_sizes(), float)
+    per_iter = cfg.batch_size * 6 * params  # forward 2x params + backward 4x params per sample
+    for t in range(3):
+        cycles = (tau[t] * per_iter[None, :]).sum(axis=1)
+        want = brute_lowest_level(cycles, levels, s.profile.comm_s, 0.15)
+        got = per.loc[t, "cpu_hz"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        np.testing.assert_allclose(per.loc[t, "time_s"], cycles / got + s.profile.comm_s, rtol=1e-9)
+        np.testing.assert_allclose(per.loc[t, "energy_j"], 1e-28 * got**2 * cycles + s.profile.comm_j,
+                                   rtol=1e-9)
+    assert result.rounds["solver"].eq("heuristic").all()
+
+
+def tiny_state(deadline: float | None, battery: float = 10.0) -> RoundState:
+    """Two devices, two modalities, hand-made numbers (training fusion rule: forward folded)."""
+    holds = np.array([[True, True], [True, False]])
+    cf = np.zeros((2, 2))
+    cb = np.array([[3e5, 6e5], [3e5, 0.0]])  # cycles per sample, forward + backward
+    f_max = np.array([2e9, 1e9])
+    levels = np.array([[0.5e9, 1e9, 2e9], [0.25e9, 0.5e9, 1e9]])
+    batch = 32
+    backward_j = 1e-28 * f_max[:, None] ** 2 * batch * cb
+    return RoundState(
+        round=0, rounds_total=1, devices=["d0", "d1"], modalities=["a", "b"], holds=holds,
+        speed=np.array([[0.02, 0.05], [0.03, 0.0]]), battery_j=np.full(2, battery),
+        forward_j=np.zeros((2, 2)), backward_j=backward_j, comm_j=np.array([0.01, 0.02]),
+        active=np.ones(2, bool), adjacency=~np.eye(2, dtype=bool), tau_min=1, tau_max=6,
+        local_iters=3, last_tau=np.zeros((2, 2), np.int64), cpu_hz=f_max, cpu_levels_hz=levels,
+        cycles_forward=cf, cycles_backward=cb, batch_size=batch, comm_time_s=np.array([0.01, 0.02]),
+        deadline_s=deadline)
+
+
+@pytest.mark.parametrize("deadline", [None, 0.06, 0.12])
+def test_allocator_with_levels_matches_brute_force_on_a_tiny_round(deadline) -> None:
+    from allocator.result import evaluate
+    from studies.dvfs import DvfsAllocatorPolicy, build_dvfs_problem, control_round_energy
+
+    state = tiny_state(deadline)
+    problem, members, _, late = build_dvfs_problem(state)
+    assert problem is not None and list(members) == [0, 1] and late.size == 0
+    control, control_hz = control_round_energy(state)
+    # The control by hand: tau 3 everywhere held, lowest level meeting the deadline.
+    cycles = 32 * 3 * np.array([9e5, 3e5])
+    times = cycles[:, None] / state.cpu_levels_hz + state.comm_time_s[:, None]
+    ok = times <= (deadline if deadline is not None else np.inf) * (1 + 1e-9)
+    want_hz = np.array([state.cpu_levels_hz[k][ok[k]].min() for k in range(2)])
+    np.testing.assert_allclose(control_hz, want_hz)
+    np.testing.assert_allclose(control, 1e-28 * want_hz**2 * cycles + state.comm_j, rtol=1e-12)
+    decision = DvfsAllocatorPolicy()(state)
+    assert decision.cpu_hz is not None
+    # Brute force over every tau table and level: feasible in energy (control's budget) and
+    # time, and the best objective (the problem's own, at the chosen level).
+    best = -np.inf
+    for t0 in itertools.product(range(1, 7), repeat=2):
+        for t1 in range(1, 7):
+            tau = np.array([list(t0), [t1, 0]])
+            for l0, l1 in itertools.product(range(3), repeat=2):
+                f = state.cpu_levels_hz[[0, 1], [l0, l1]]
+                c = 32 * (tau * state.cycles_backward).sum(axis=1)
+                time_ok = deadline is None or (c / f + state.comm_time_s <= deadline * (1 + 1e-9)).all()
+                energy_ok = (1e-28 * f**2 * c + state.comm_j <= control * (1 + 1e-9)).all()
+                if time_ok and energy_ok:
+                    best = max(best, evaluate(problem, tau).objective)
+    tau = decision.tau
+    c = 32 * (tau * state.cycles_backward).sum(axis=1)
+    f = decision.cpu_hz
+    assert deadline is None or (c / f + state.comm_time_s <= deadline * (1 + 1e-9)).all()
+    assert (1e-28 * f**2 * c + state.comm_j <= control * (1 + 1e-9)).all()
+    assert evaluate(problem, tau).objective == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+def test_a_device_that_cannot_meet_the_deadline_runs_tau_min_at_f_max() -> None:
+    from studies.dvfs import DvfsAllocatorPolicy
+
+    # d1 needs 32 x 3e5 cycles / 1e9 Hz + 0.02 s = 0.0296 s for tau_min at f_max.
+    state = tiny_state(0.025)
+    decision = DvfsAllocatorPolicy()(state)
+    assert decision.tau[1].tolist() == [1, 0] and decision.cpu_hz is not None
+    assert decision.cpu_hz[1] == 1e9
+    assert decision.info["late_devices_planned"] == 1
