@@ -176,10 +176,10 @@ def test_a_frequency_that_is_not_a_level_is_refused_naming_the_device() -> None:
     ("cpu_levels", [0.5, 0.75], "must include 1.0"),
     ("cpu_levels", [0.0, 1.0], r"in \(0, 1\]"),
     ("cpu_levels", [1.0, 1.0], "duplicate"),
-    ("cpu_levels", [], "at least one"),
+    ("cpu_levels", [], "must not be empty"),
     ("deadline", -1.0, "deadline must be"),
     ("deadline", "soon", "deadline must be"),
-    ("deadline", float("inf"), "deadline must be"),
+    ("deadline", float("inf"), "deadline must be a finite number"),
 ])
 def test_bad_time_settings_are_config_errors(field, value, message) -> None:
     with pytest.raises(ConfigError, match=message):
