@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from learner.errors import ConfigError
 from userio import read_toml
 
@@ -189,6 +190,13 @@ class TrainConfig:
     schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
                                    high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
+    # simulated time (learner/clock.py)
+    cpu_levels: list[float] = setting(list(DEFAULT_CPU_LEVELS), "CPU levels of every device as "
+                                      "fractions of its drawn f_max (must include 1.0)", low=0,
+                                      low_open=True, high=1, nonempty=True)
+    deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
+                                           "uniform local_iters at f_max), none, or seconds",
+                                           check=parse_deadline)
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
     scope: str = setting("device", "allocator scope: device or network",
@@ -354,6 +362,8 @@ def _check_relations(c: TrainConfig) -> None:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:
         raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {c.local_iters})")
+    validate_levels(c.cpu_levels)
+    c.deadline = parse_deadline(c.deadline)  # "auto", "none", None or seconds (a float)
     if c.views is not None and len(set(c.views)) != len(c.views):
         raise ConfigError(f"views must not repeat a view (got {c.views!r})")
     if c.availability == "pattern" and c.pattern is None:

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     for flag, kind in (("--dataset", str), ("--views", str), ("--devices", int), ("--rounds", int),
                        ("--local-iters", int), ("--alpha", float), ("--missing-rate", float),
                        ("--topology", str), ("--solver", str), ("--scope", str),
-                       ("--battery", float)):
+                       ("--battery", float), ("--deadline", str)):
         p.add_argument(flag, type=kind, default=None)
     return p
 
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"dataset": args.dataset, "devices": args.devices, "rounds": args.rounds,
                  "local_iters": args.local_iters, "alpha": args.alpha,
                  "missing_rate": args.missing_rate, "topology": args.topology,
-                 "solver": args.solver, "scope": args.scope, "battery_j": args.battery}
+                 "solver": args.solver, "scope": args.scope, "battery_j": args.battery,
+                 "deadline": args.deadline}
     if args.views is not None:
         overrides["views"] = [v.strip() for v in args.views.split(",")]
     data = read_toml(args.config, ConfigError) if args.config else {}

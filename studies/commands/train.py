@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="device models evaluated: a seeded sample of N active devices (0: all)")
     p.add_argument("--nproc", type=int, default=1,
                    help="run as N local processes with torch.distributed (gloo); same results")
+    p.add_argument("--deadline", help="round deadline: auto (uniform tau at f_max, the default), "
+                   "none, or seconds")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
         "method", "solver", "scope", "battery_j", "seed", "val_fraction", "eval_every",
-        "eval_devices")}
+        "eval_devices", "deadline")}
     if args.views is not None:
         overrides["views"] = [v.strip() for v in args.views.split(",")]
     config = load_config(args.config, overrides)
