@@ -152,7 +152,7 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     warm, warm_value = device_best_tables(problem)
     warm_level = problem.operating_point(warm).level
     deadline = None if time_limit is None else t0 + time_limit
-    tau = warm.copy()
+    candidate = warm.copy()
     shapes: dict[int, tuple[BuiltModel, Highs, list[int]]] = {}
     build_s = 0.0
     bound_total, proven, solved, highs_total = 0.0, True, 0, 0.0
@@ -195,26 +195,24 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
         solver.update_parameters()
         h = _highs_of(solver)
         _configure(h, remaining, mip_gap)
-        sub = problem.subset([k])
-        held_view = _device_view(sub, held, n_levels)
-        _warm_start(h, solver, built, held_view, warm[k:k + 1, held],
-                    level=warm_level[k:k + 1] if n_levels else None, unit=unit[k:k + 1])
+        _device_warm_start(h, solver, built, problem, k, held, warm[k, held],
+                           int(warm_level[k]), float(unit[k]))
         status, values, bound = _run(h)
         if values is None:
             raise _infeasibility_error(problem.subset([k]))
-        candidate = warm[k].copy()
-        candidate[held] = np.rint(values[cols]).astype(np.int64)
-        # HiGHS accepts points within its feasibility tolerance (about 1e-7 absolute on the
-        # energy row): keep its table only when the problem's own arithmetic accepts it and it
-        # is no worse than the (exact, checked) breakpoint table.
-        one = problem.subset([k]).with_(energy_norm_j=problem.energy_scale)
-        if not violations(one, candidate[None]) and (
-                evaluate(one, candidate[None]).objective >= evaluate(one, warm[k:k + 1]).objective):
-            tau[k] = candidate
+        candidate[k, held] = np.rint(values[cols]).astype(np.int64)
         highs_total += h.getInfo().objective_function_value
         proven &= status == "Optimal"
         bound_total += bound if math.isfinite(bound) else math.inf
         solved += 1
+    # HiGHS accepts points within its feasibility tolerance: keep its table for a device only
+    # when the problem's own arithmetic accepts it and it is no worse than the (exact, checked)
+    # breakpoint table (devices are independent here: one vectorised comparison).
+    from allocator.repair import infeasible_devices
+
+    keep = _device_values(problem, candidate) >= _device_values(problem, warm)
+    keep[infeasible_devices(problem, candidate)] = False
+    tau = np.where(keep[:, None], candidate, warm)
     elapsed = time.perf_counter() - t0
     status = "optimal" if proven and solved == problem.n_devices else "time_limit"
     alloc = Allocation(problem, tau, method="exact", status=status, bound=bound_total,
@@ -226,19 +224,38 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     return alloc
 
 
-def _device_view(sub: Problem, held: np.ndarray, n_levels: int) -> Problem:
-    """Device k restricted to its held modalities, in the template's shape (for the warm start)."""
-    if not n_levels:
-        return sub.with_(modalities=tuple(f"m{j}" for j in range(held.size)),
-                         holds=np.ones((1, held.size), bool), speed=sub.speed[:, held],
-                         forward_energy=sub.forward_energy[:, held],
-                         backward_energy=sub.backward_energy[:, held])
-    assert sub.cycles_forward is not None and sub.cycles_backward is not None
-    return sub.with_(modalities=tuple(f"m{j}" for j in range(held.size)),
-                     holds=np.ones((1, held.size), bool), speed=sub.speed[:, held],
-                     forward_energy=None, backward_energy=None,
-                     cycles_forward=sub.cycles_forward[:, held],
-                     cycles_backward=sub.cycles_backward[:, held])
+def _device_values(problem: Problem, tau: np.ndarray) -> np.ndarray:
+    """Each device's term of the device-scope objective (the objective is their sum)."""
+    ev = evaluate(problem, tau)
+    over = np.where(problem.holds, ev.progress - (1 + problem.delta) * ev.floor[:, None], 0.0)
+    return (problem.weight * ev.floor - problem.mu * np.maximum(over, 0.0).sum(axis=1)
+            - problem.epsilon * ev.compute_energy / problem.energy_scale)
+
+
+def _device_warm_start(h: highspy.Highs, solver: Highs, built: BuiltModel, problem: Problem,
+                       k: int, held: np.ndarray, tau: np.ndarray, level: int,
+                       unit: float) -> None:
+    """Warm start of the one-device template with device k's table (held modalities only)."""
+    mdl = built.model
+    var_map = solver._pyomo_var_to_solver_var_map
+    tau = np.asarray(tau, float)
+    progress = problem.speed[k, held] * tau
+    floor = float(progress.min())
+    local = float(tau.max())
+    index = [var_map[id(mdl.tau[0, j])] for j in range(held.size)]
+    value = tau.tolist()
+    index += [var_map[id(mdl.L[0])], var_map[id(mdl.z[0])]]
+    value += [local, floor]
+    for j in range(held.size):
+        index.append(var_map[id(mdl.s[0, j])])
+        value.append(max(0.0, float(progress[j] - (1 + problem.delta) * floor)))
+    if problem.has_levels:
+        top = (local * problem.forward_sum[k] + float(tau @ problem.backward_energy[k, held])) / unit
+        for lv in mdl.LV:
+            chosen = int(lv) == level
+            index += [var_map[id(mdl.y[0, lv])], var_map[id(mdl.x[0, lv])]]
+            value += [1.0 if chosen else 0.0, top if chosen else 0.0]
+    h.setSolution(len(index), np.asarray(index, np.int32), np.asarray(value, float))
 
 
 def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
