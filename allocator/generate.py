@@ -29,6 +29,7 @@ __all__ = ["MODALITY_NAMES", "generate_problem", "modality_names", "random_avail
 # Above this many (device, modality) cells a generated problem is refused before drawing it
 # (the arrays of a problem take ~100 bytes per cell; 100,000 x 8 is the benchmark's largest).
 MAX_CELLS = 50_000_000
+_BYTES_PER_CELL = 400  # drawing and validating a problem: ~40 float arrays of K x M at peak
 
 MODALITY_NAMES = ("audio", "image", "imu", "text", "depth", "radar", "lidar", "thermal")
 
@@ -82,6 +83,13 @@ def generate_problem(
     if devices * modalities > MAX_CELLS:
         raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
                            f"this generator allows ({MAX_CELLS:,}): lower devices")
+    from allocator.resources import available_memory_bytes
+
+    have = available_memory_bytes()
+    if have is not None and devices * modalities * _BYTES_PER_CELL > have:
+        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells need about "
+                           f"{devices * modalities * _BYTES_PER_CELL / 2**30:.1f} GiB, more than "
+                           f"the {have / 2**30:.1f} GiB available: lower devices")
     for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
                              ("energy_spread", energy_spread, 0.0),
                              ("deadline_scale", deadline_scale, None)):
