@@ -139,7 +139,8 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
     forward = np.where(holds, iteration_energy_j(DEFAULT_CAPACITANCE, cpu[:, None], batch_size,
                                                  cycles[None, :]), 0.0)
     backward = BACKWARD_CYCLES_FACTOR * forward
-    bits = PARAMETER_BITS * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1) + shared_params)
+    bits = PARAMETER_BITS * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1)
+                             + shared_params)
     gain = weakest_link_gain(topology)
     comm = communication_energy_j(tx_power_w, bits, gain, bandwidth_hz)
     cycles_fwd = np.where(holds, cycles[None, :], 0.0)
