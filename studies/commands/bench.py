@@ -25,6 +25,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="skip the end-to-end CLI target checks")
     p.add_argument("--out", default=None, help="write the results as Markdown here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
+                   help="allocator: N CPU levels per device (the time/frequency model)")
+    p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
+                   help="allocator: deadline as in `generate --deadline-scale` (needs levels)")
     from studies.bench_learner import add_arguments as add_learner_arguments
 
     add_learner_arguments(p)
@@ -62,13 +66,20 @@ def run(args: argparse.Namespace) -> int:
         sizes=sizes, scopes=scopes, modalities=args.modalities, time_limit=args.time_limit,
         exact_max_devices={"device": args.exact_max, "network": args.exact_max},
         heuristic_max_devices={"device": max(sizes), "network": args.network_max},
-        seed=args.seed,
+        seed=args.seed, cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
     )
+    # Refuse bad level arguments before the sweep (generate_problem's checks, one line).
+    from allocator import generate_problem
+
+    generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
+                     cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale)
     t0 = time.perf_counter()
     table = run_allocator_bench(config)
     parts = [
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}.",
+        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}"
+        + (f", {args.cpu_levels} CPU levels, deadline scale {args.deadline_scale}"
+           if args.cpu_levels else "") + ".",
         "",
         to_markdown(table),
     ]
