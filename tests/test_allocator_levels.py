@@ -159,3 +159,18 @@ def test_level_fields_are_validated(changes: dict, message: str) -> None:
     base.update(changes)
     with pytest.raises(ProblemError, match=message):
         Problem(**base)
+
+
+@pytest.mark.parametrize("scope", ["device", "network"])
+def test_heuristic_within_one_percent_of_exact_with_levels(scope: str) -> None:
+    from allocator import generate_problem
+
+    for seed in range(3):
+        problem = generate_problem(devices=12, modalities=4, cpu_levels=4, deadline_scale=0.8,
+                                   seed=seed, scope=scope)
+        exact = solve(problem, "exact", time_limit=30, mip_gap=1e-6)
+        heur = solve(problem, "heuristic")
+        assert exact.status == "optimal"
+        assert not violations(problem, heur.tau) and not violations(problem, exact.tau)
+        assert heur.objective >= exact.objective - 0.01 * abs(exact.objective)
+        assert heur.objective <= exact.objective + 1e-9 * abs(exact.objective)

@@ -27,9 +27,13 @@ def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.
     caps = problem.level_caps()
     best_tau = np.zeros(problem.holds.shape, np.int64)
     best_val = np.full(problem.n_devices, -np.inf)
+    roomiest = problem.roomiest_levels()
     for level in range(caps.cap.shape[1]):
         scale = np.nan_to_num(caps.scale[:, level], nan=1.0)
-        tau, value = _best_at(problem, caps.cap[:, level], scale)
+        # A level above the roomiest one allows less computation at a higher price per joule:
+        # dominated, never better (skipped: the sweep drops a device with cap -inf at once).
+        cap = np.where(level > roomiest, -np.inf, caps.cap[:, level])
+        tau, value = _best_at(problem, cap, scale)
         better = value > best_val
         best_tau[better], best_val[better] = tau[better], value[better]
     return best_tau, best_val
