@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from userio import read_toml
 from learner.errors import ConfigError
+from userio import read_toml
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
 SOLVERS = ("exact", "heuristic", "proportional", "uniform")  # allocator methods (tested equal)
@@ -207,6 +207,20 @@ class TrainConfig:
 def field_docs() -> dict[str, Rule]:
     """Each field's rule (doc and constraints), for help texts and docs."""
     return {f.name: f.metadata["rule"] for f in fields(TrainConfig) if "rule" in f.metadata}
+
+
+def config_table_markdown() -> str:
+    """The fields as a Markdown table (name, type, default, allowed values, doc) for docs/."""
+    annotations, defaults = {f.name: f.type for f in fields(TrainConfig)}, TrainConfig()
+    rows = ["| field | type | default | allowed | what it is |", "|---|---|---|---|---|"]
+    for name, rule in field_docs().items():
+        allowed = rule.describe() if rule.describe() != "valid" else "see doc"
+        if rule.check is not None and rule.choices is None:
+            allowed = "a registered name"
+        kind = str(annotations[name]).replace("|", "\\|")  # a bare | would split the cell
+        rows.append(f"| `{name}` | `{kind}` | `{getattr(defaults, name)!r}` | "
+                    f"{allowed} | {rule.doc} |")
+    return "\n".join(rows)
 
 
 @cache

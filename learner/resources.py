@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from learner.config import TrainConfig
 from learner.errors import ConfigError
@@ -93,10 +94,9 @@ def check_memory(config: TrainConfig, runs: int = 1, processes: int = 1) -> int:
 
 def _with_default(config: TrainConfig, name: str, shape: tuple[list[int], int, int]) -> int:
     """The estimate with one field back at its default (which field makes the run big)."""
-    default = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    value = default.default_factory() if default.default_factory is not dataclasses.MISSING \
-        else default.default
-    smaller = dataclasses.replace(config, **{name: value})
+    value: Any = getattr(TrainConfig(), name)
+    smaller = dataclasses.replace(config)
+    setattr(smaller, name, value)
     dims, n, classes = shape
     if name == "synthetic_dims" and config.dataset == "synthetic":
         dims = list(value)[:len(dims)] + dims[len(value):]

@@ -441,3 +441,9 @@ def test_progress_prints_plain_lines_when_stderr_is_not_a_terminal() -> None:
     bar.update(6)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_the_option_table_in_the_docs_lists_every_field() -> None:
+    text = (ROOT / "docs" / "safety.md").read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in text]
+    assert not missing, f"add to docs/safety.md (config_table_markdown()): {missing}"
