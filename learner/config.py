@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from learner.errors import ConfigError
 from userio import read_toml
 
@@ -91,6 +92,12 @@ def _known_method(name: str) -> None:
     get_method(name)
 
 
+def _known_encoders(table: dict[str, Any]) -> None:
+    for view, kind in table.items():
+        if not callable(kind) and kind not in ("auto", "mlp", "cnn1d", "cnn2d"):
+            raise ConfigError(f"encoders.{view} must be auto, mlp, cnn1d or cnn2d (got {kind!r})")
+
+
 def _known_topology(name: str) -> None:
     from learner.topology import TOPOLOGIES
 
@@ -98,11 +105,22 @@ def _known_topology(name: str) -> None:
         raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
 
 
+SIGNALS = ("variation", "confidence")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
 
-    dataset: str = setting("mfeat", "data set: mfeat (embedded) or synthetic")
+    dataset: str = setting("mfeat", "data set: mfeat, basicmotions (embedded), synthetic, or the "
+                           "path of a .npz in the format of docs/data.md")
+    val_fraction: float = setting(0.1, "share of each class's training samples held out as the "
+                                  "validation split (0: none); settings are tuned on it, never on "
+                                  "the test split", low=0, high=1, high_open=True)
+    encoders: dict[str, Any] | None = setting(
+        None, "encoder per view: auto (MLP for (N, d), 1-D CNN for (N, C, T), 2-D CNN for "
+        "(N, C, H, W)), mlp, cnn1d, cnn2d; in Python also a factory (shape, embed) -> Module",
+        check=_known_encoders)
     views: list[str] | None = setting(None, "views to use (None: all views of the data set)",
                                       nonempty=True)
     devices: int = setting(6, "devices in the network (>= 2: decentralized)", low=2, high=100_000)
@@ -138,6 +156,10 @@ class TrainConfig:
                         high=SEED_LIMIT, high_open=True)
     threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
                            low=1, high=1024)
+    eval_every: int = setting(1, "evaluate device models every N rounds (and in the last round); "
+                              "the consensus model every round", low=1, high=1_000_000)
+    eval_devices: int = setting(64, "device models evaluated: a seeded sample of N active devices "
+                                "(0: all)", low=0, high=10_000_000)
     lr: float = setting(0.1, "SGD learning rate", low=0, low_open=True, high=10)
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
     batch_size: int = setting(32, "mini-batch size per device and iteration", low=1, high=65_536)
@@ -161,7 +183,20 @@ class TrainConfig:
     generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
     speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
                                 low_open=True, high=1)
+    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+                          "variation (the paper's relative parameter variation per iteration) or "
+                          "confidence (the common classifier's true-class probability from that "
+                          "modality alone, OGM-GE style)", choices=SIGNALS)
+    schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
+                                   high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
+    # simulated time (learner/clock.py)
+    cpu_levels: list[float] = setting(list(DEFAULT_CPU_LEVELS), "CPU levels of every device as "
+                                      "fractions of its drawn f_max (must include 1.0)", low=0,
+                                      low_open=True, high=1, nonempty=True)
+    deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
+                                           "uniform local_iters at f_max), none, or seconds",
+                                           check=parse_deadline)
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
     scope: str = setting("device", "allocator scope: device or network",
@@ -200,8 +235,14 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (None values dropped, as TOML has no null)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """Plain dict (None values dropped, as TOML has no null; an encoder factory is written
+        as its qualified name, which documents the run but cannot be read back)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.encoders:
+            out["encoders"] = {v: k if isinstance(k, str) else
+                               f"python:{getattr(k, '__module__', '?')}.{getattr(k, '__qualname__', k)}"
+                               for v, k in self.encoders.items()}
+        return out
 
 
 def field_docs() -> dict[str, Rule]:
@@ -235,6 +276,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return any(_fits(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
     if origin is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(_fits(v, item) for v in value)
@@ -259,6 +302,8 @@ def _type_name(hint: Any, plural: bool = False) -> str:
         return "absent"
     if origin is list:
         return f"{'lists' if plural else 'a list'} of {_type_name(typing.get_args(hint)[0], True)}"
+    if origin is dict:
+        return "tables" if plural else "a table"
     names = {int: ("an integer", "integers"), float: ("a number", "numbers"),
              str: ("a string", "strings"), bool: ("true or false", "true or false")}
     return names[hint][plural] if hint in names else str(hint)
@@ -315,10 +360,24 @@ def _check_rule(name: str, value: Any, rule: Rule) -> None:
 
 def _check_relations(c: TrainConfig) -> None:
     """Rules between fields."""
+    from learner.methods import get_method  # the registry may grow at run time
+
+    if get_method(c.method).policy == "random":
+        if not (c.tau_min <= c.local_iters - c.schedule_spread
+                and c.local_iters + c.schedule_spread <= c.tau_max):
+            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
+                              f"[tau_min, tau_max] (got {c.schedule_spread!r})")
+        if c.fusion_rule != "training":
+            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
+            # ± d schedule can cost what uniform costs.
+            raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
+                              f"(got {c.fusion_rule!r})")
     if not c.tau_min <= c.tau_max:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:
         raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {c.local_iters})")
+    validate_levels(c.cpu_levels)
+    c.deadline = parse_deadline(c.deadline)  # "auto", "none", None or seconds (a float)
     if c.views is not None and len(set(c.views)) != len(c.views):
         raise ConfigError(f"views must not repeat a view (got {c.views!r})")
     if c.availability == "pattern" and c.pattern is None:
