@@ -256,7 +256,7 @@ def config_table_markdown() -> str:
     rows = ["| field | type | default | allowed | what it is |", "|---|---|---|---|---|"]
     for name, rule in field_docs().items():
         allowed = rule.describe() if rule.describe() != "valid" else "see doc"
-        if rule.check is not None and rule.choices is None:
+        if name in ("method", "topology"):
             allowed = "a registered name"
         kind = str(annotations[name]).replace("|", "\\|")  # a bare | would split the cell
         rows.append(f"| `{name}` | `{kind}` | `{getattr(defaults, name)!r}` | "
