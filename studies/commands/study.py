@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 MAX_FAILURE_LINES = 20  # beyond this, the rest are counted (all are in results.parquet)
@@ -20,23 +21,44 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run cells on Dask: 'local' (a LocalCluster of --jobs processes) or a "
                         "scheduler address such as tcp://host:8786")
     p.add_argument("--force", action="store_true", help="accept a changed spec in --out")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (plain progress lines every few seconds)")
     return p
+
+
+def check_study_out(out: Path) -> None:
+    """Refuse an --out that is a file, a folder of someone else's files, or not writable."""
+    from studies.spec import StudyError
+    from userio import probe_writable
+
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise StudyError(f"{out}: exists and is not a folder; choose another --out")
+        if any(out.iterdir()) and not (out / "spec.toml").is_file():
+            raise StudyError(f"{out}: holds files but no study (no spec.toml); choose a new or "
+                             "empty --out (nothing was changed)")
+        probe_writable(out, out)
+        return
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StudyError(f"{out}: cannot be created ({ancestor} is not a folder)")
+    probe_writable(ancestor, out)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run missing cells, rebuild results, indices, figures and report; exit 1 when cells failed."""
-    from pathlib import Path
-
+    from learner.config import Rule, check_value
     from studies.report import finish_study
     from studies.runner import StudyTerminated, failure_line, load_study, run_study
-    from studies.spec import StudyError, load_spec
+    from studies.spec import load_spec
 
     spec = load_spec(args.spec)
-    if args.jobs is not None and args.jobs < 1:
-        raise StudyError("--jobs must be a positive integer")
+    if args.jobs is not None:
+        check_value("jobs", args.jobs, Rule("worker processes", low=1, high=1024))
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise StudyError(f"--out {out}: exists and is not a folder")
+    check_study_out(out)
     printed: set[str] = set()
 
     def on_failure(cell_id: str, line: str) -> None:
@@ -45,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     try:
-        ran, skipped, failures = run_study(spec, out, args.jobs, args.force, progress=None,
+        ran, skipped, failures = run_study(spec, out, args.jobs, args.force,
+                                           progress=False if args.quiet else None,
                                            cluster=args.cluster, on_failure=on_failure)
     except StudyTerminated:
         print(f"dmmlkd study: terminated; finished cells are kept in {out / 'cells.jsonl'}, "
