@@ -14,6 +14,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from userio import atomic_write
+
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
 FILES_KEY = "_files"  # payload key: a train cell's output files, {relative path: base64 bytes}
@@ -94,7 +96,4 @@ def write_files(files: dict[str, str], cell_dir: Path) -> None:
         path = cell_dir / rel
         if path.resolve().parent != cell_dir.resolve() and cell_dir.resolve() not in path.resolve().parents:
             continue  # never write outside the cell's folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(base64.b64decode(data))
-        tmp.replace(path)
+        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(base64.b64decode(data)))

@@ -121,8 +121,7 @@ def test_failing_cell_is_recorded_printed_and_exit_1(cli, tmp_path: Path) -> Non
     assert len(failed) == 4 and all("budget_scale=-1" in line for line in failed)
     assert {line.split()[1] for line in failed} == set(errors["cell_id"])
     assert "Traceback" not in run.stderr
-    # stderr is a pipe here: plain progress lines instead of a bar.
-    assert "study 'tiny': 8/8 cells, 4 failed" in run.stderr and "\r" not in run.stderr
+    assert "\r" not in run.stderr  # stderr is a pipe: no bar redraws
     # On resume the failed cells are not rerun, but their reasons are said again.
     code, stdout, err = cli("study", str(spec), "--out", str(out))
     assert code == 1 and "0 cells run" in stdout
@@ -140,6 +139,19 @@ def test_changed_spec_refused_unless_forced(cli, spec_file: Path, tmp_path: Path
     assert code == 0 and "12 cells run" in stdout
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 12 and (results["devices"] == 7).all()
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(cli, spec_file: Path, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    import studies.runner
+
+    monkeypatch.setattr(studies.runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
+    spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", "budget_scale = [1.0, -1.0]"))
+    code, _, err = cli("study", str(spec_file), "--out", str(tmp_path / "out"))
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("cells: ")]
+    assert lines and "8/8" in lines[-1] and "failed=4" in lines[-1], err
+    assert "\r" not in err
 
 
 def test_changing_only_jobs_is_the_same_spec(cli, spec_file: Path, tmp_path: Path) -> None:
