@@ -11,6 +11,7 @@ import math
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,17 @@ def run_cell(kind: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
+def _bytes_writer(content: bytes) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(content)
+
+    return write
+
+
 def write_files(files: dict[str, str], cell_dir: Path) -> None:
     """Write a cell's returned output files under its folder (in the parent process)."""
     for rel, data in files.items():
         path = cell_dir / rel
         if path.resolve().parent != cell_dir.resolve() and cell_dir.resolve() not in path.resolve().parents:
             continue  # never write outside the cell's folder
-        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(base64.b64decode(data)))
+        atomic_write(path, _bytes_writer(base64.b64decode(data)))

@@ -64,6 +64,10 @@ def analyse(spec: StudySpec, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {}
 
 
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
@@ -78,7 +82,7 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
         _write_csv(frame, path)
         paths.append(path)
         if name == "morris":  # kept for readers of earlier versions
-            atomic_write(out_dir / "morris.parquet", lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+            _write_parquet(frame, out_dir / "morris.parquet")
     return paths
 
 

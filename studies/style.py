@@ -95,7 +95,7 @@ def line_styles(names: Sequence[Any]) -> tuple[dict[Any, str], dict[Any, Any]]:
     return markers, dashes
 
 
-def legend_below(fig: Any, axes: Sequence[Any], title: str | None = None) -> None:
+def legend_below(fig: Any, axes: Iterable[Any], title: str | None = None) -> None:
     """Move the axes' legend entries into one figure legend under the plots (never over data)."""
     handles, labels = [], []
     for ax in axes:
