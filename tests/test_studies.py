@@ -423,3 +423,27 @@ def test_dask_train_cells_return_their_files_to_the_parent(cli, tmp_path: Path) 
                         for d in "ba")
         assert {k: v for k, v in ours.items() if k not in timing} == \
             {k: v for k, v in inline.items() if k not in timing}
+
+
+def test_plot_redraws_a_compare_folder_in_three_formats(cli, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    code, _, err = cli("compare", "--dataset", "synthetic", "--devices", "3", "--rounds", "2",
+                       "--seeds", "1", "--methods", "dmml-kd,dmml-kd-balance", "--jobs", "1",
+                       "--out", str(out), "--quiet")
+    assert code == 0, err
+    for name in ("curves", "tau_heatmap"):
+        for fmt in ("png", "pdf", "svg"):
+            (out / "figures" / f"{name}.{fmt}").unlink()
+    code, stdout, err = cli("plot", str(out))
+    assert code == 0, err
+    for name in ("curves", "tau_heatmap"):
+        assert str(out / "figures" / f"{name}.png") in stdout
+        for fmt in ("png", "pdf", "svg"):
+            assert (out / "figures" / f"{name}.{fmt}").stat().st_size > 0
+
+
+def test_plot_refuses_a_folder_that_is_neither(cli, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = cli("plot", str(tmp_path))
+    assert code == 2 and "neither a study folder" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "figures").exists()
