@@ -447,3 +447,27 @@ def test_plot_refuses_a_folder_that_is_neither(cli, tmp_path: Path) -> None:
     code, _, err = cli("plot", str(tmp_path))
     assert code == 2 and "neither a study folder" in err
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "figures").exists()
+
+
+def test_style_one_legend_distinct_lines_honest_colour_scale_three_formats(tmp_path: Path) -> None:
+    from studies import style
+
+    plt = style.apply()
+    fig, axes = plt.subplots(1, 2)
+    markers, dashes = style.line_styles(["exact", "heuristic", "uniform"])
+    assert len(set(markers.values())) == 3 and len(set(map(str, dashes.values()))) == 3
+    for ax in axes:
+        for name in ("exact", "heuristic"):  # identical data: only marker/dash tell them apart
+            ax.plot([0, 1], [0, 1], marker=markers[name], dashes=dashes[name] or (None, None),
+                    label=name)
+        ax.legend()
+    style.legend_below(fig, axes)
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["exact", "heuristic"]
+    png = style.save(fig, tmp_path / "f.png")
+    assert png == tmp_path / "f.png"
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    assert b"<svg" in (tmp_path / "f.svg").read_bytes()[:500]
+    # A colour scale of non-negative data starts at 0: 5.0 vs 6.0 does not look like 0 vs 1.
+    assert style.colour_limits([5.0, 6.0]) == (0.0, 6.0)
+    assert style.colour_limits([-1.0, 2.0]) == (-1.0, 2.0)
