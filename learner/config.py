@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from userio import read_toml
 from learner.errors import ConfigError
+from userio import read_toml
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
 SOLVERS = ("exact", "heuristic", "proportional", "uniform")  # allocator methods (tested equal)
