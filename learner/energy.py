@@ -1,7 +1,9 @@
 """Device energy profiles for the learning loop, from `metrics.energy` (shared with the allocator).
 
-Computation: cycles per sample of a modality's forward pass ~ 2 x its block's parameters
-(multiply-adds), backward ~ 2 x forward; per-iteration energy kappa f^2 D_b cycles.
+Computation: cycles per sample of a modality's forward pass = 2 x (multiply-adds + bias
+additions) of its block (`Network.block_cycles`; for an MLP block exactly 2 x its parameters,
+for a CNN the multiply-adds of every convolution position), backward ~ 2 x forward;
+per-iteration energy kappa f^2 D_b cycles.
 Communication: each round a device broadcasts its held blocks and the shared blocks (32-bit
 parameters) at the Shannon rate of its weakest link.
 """
@@ -58,12 +60,18 @@ class EnergyProfile:
 def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_params: int,
                  topology: Topology, batch_size: int, seed: int = 0,
                  cpu_range_hz: tuple[float, float] = (0.5e9, 2.0e9), tx_power_w: float = 0.1,
-                 bandwidth_hz: float = 1e6, fusion_rule: str = "training") -> EnergyProfile:
-    """Heterogeneous devices: CPU frequency drawn per device; links from the topology."""
+                 bandwidth_hz: float = 1e6, fusion_rule: str = "training",
+                 block_cycles: list[float] | None = None) -> EnergyProfile:
+    """Heterogeneous devices: CPU frequency drawn per device; links from the topology.
+
+    ``block_cycles``: forward cycles per sample of each block (None: 2 x its parameters, the
+    count for fully-connected blocks); communication always sends the parameters.
+    """
     rng = np.random.default_rng(seed + 104_729)
     holds = np.asarray(holds, bool)
-    cpu = rng.uniform(*cpu_range_hz, size=holds.shape[0])
-    cycles = 2.0 * np.asarray(block_params, float)
+    cpu = np.asarray(rng.uniform(*cpu_range_hz, size=holds.shape[0]), dtype=np.float64)
+    cycles = (2.0 * np.asarray(block_params, float) if block_cycles is None
+              else np.asarray(block_cycles, float))
     forward = np.where(holds, iteration_energy_j(DEFAULT_CAPACITANCE, cpu[:, None], batch_size,
                                                  cycles[None, :]), 0.0)
     backward = 2.0 * forward

@@ -72,12 +72,13 @@ def consensus_of(net: Network, holds: NDArray[np.bool_], active: NDArray[np.bool
                for k, t in b.items()} for m, b in enumerate(net.blocks)]
     anyone = active if active.any() else np.ones_like(active)
     shared = {k: mean(t, anyone) for k, t in net.shared.items()}
-    return Network(blocks, shared, net.n_classes, net.feature)
+    return Network(blocks, shared, net.n_classes, net.feature, net.encoders)
 
 
 def _subnet(net: Network, rows: Tensor) -> Network:
     return Network([{k: t.detach()[rows] for k, t in b.items()} for b in net.blocks],
-                   {k: t.detach()[rows] for k, t in net.shared.items()}, net.n_classes, net.feature)
+                   {k: t.detach()[rows] for k, t in net.shared.items()}, net.n_classes, net.feature,
+                   net.encoders)
 
 
 def device_accuracy(net: Network, holds: NDArray[np.bool_], views: list[Tensor],

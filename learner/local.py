@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from learner.generator import Generator
-from learner.models import Network, common_logits, encode, fuse
+from learner.models import Network, common_logits, fuse
 
 
 @dataclass
@@ -160,7 +160,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                 commons.append(None)
                 specifics.append(None)
                 continue
-            c, s = encode(net.blocks[m], data.views[m][idx])
+            c, s = net.encode(m, data.views[m][idx])
             commons.append(c)
             specifics.append(s)
         fusion_mask = present

@@ -39,6 +39,7 @@ from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
 from metrics.balance import balance
 from metrics.variation import SpeedTracker
+from userio import progress
 
 
 @dataclass
@@ -111,6 +112,7 @@ def build(config: TrainConfig) -> Setup:
     synthetic = {"n_samples": config.n_samples, "dims": config.synthetic_dims,
                  "signal": config.synthetic_signal, "noise": config.synthetic_noise}
     data = load_dataset(config.dataset, config.views, seed=config.seed,
+                        val_fraction=config.val_fraction,
                         **(synthetic if config.dataset == "synthetic" else {}))
     K = config.devices
     parts = dirichlet_partition(data.train_labels, K, config.alpha, config.min_samples, config.seed)
@@ -121,12 +123,19 @@ def build(config: TrainConfig) -> Setup:
                                   config.seed)
     topology = make_topology(config.topology, K, config.seed, p=config.topology_p,
                              radius_m=config.topology_radius_m)
-    net = Network.create(K, [data.dims[v] for v in data.views], data.n_classes, config.hidden,
-                         config.embed, config.feature, config.seed)
+    encoders = config.encoders or {}
+    for v in encoders:
+        if v not in data.views:
+            raise ConfigError(f"encoders names view {v!r}, which this run does not use "
+                              f"(views: {', '.join(data.views)})")
+    net = Network.create(K, [data.shapes[v] for v in data.views], data.n_classes, config.hidden,
+                         config.embed, config.feature, config.seed,
+                         encoders=[encoders.get(v, "auto") for v in data.views], views=data.views)
     generator = Generator.create(K, data.n_classes, config.feature, seed=config.seed) \
         if method.kd else None
     profile = make_profile(holds, net.block_sizes(), net.shared_size(), topology,
-                           config.batch_size, config.seed, fusion_rule=config.fusion_rule)
+                           config.batch_size, config.seed, fusion_rule=config.fusion_rule,
+                           block_cycles=net.block_cycles())
     if config.battery_j is not None:
         battery = np.full(K, float(config.battery_j))
     else:
@@ -380,17 +389,13 @@ def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:
-    if not enabled:
-        return lambda *_: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="rounds", unit="round", leave=False)
+    bar = progress(total, "rounds", "round", enabled)
 
     def update(t: int | None, acc: float, energy: float) -> None:
         if t is None:
             bar.close()
             return
-        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}")
+        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}", refresh=False)
         bar.update(1)
 
     return update

@@ -15,6 +15,7 @@ import tomli_w
 
 from learner.config import TrainConfig
 from studies.outputs import atomic_dir
+from userio import progress
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance")
 
@@ -57,12 +58,12 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
     return history, rows, pd.DataFrame(finals)
 
 
-def _tqdm(it, total: int, enabled: bool):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc="runs", unit="run", leave=False)
+def _tqdm(it: Any, total: int, enabled: bool) -> Any:
+    bar = progress(total, "runs", "run", enabled)
+    for item in it:
+        yield item
+        bar.update(1)
+    bar.close()
 
 
 def final_table(finals: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import tomli_w
 
 from studies.cells import run_cell
 from studies.spec import StudyError, StudySpec, parse_spec
+from userio import progress
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,12 +127,8 @@ def _record(journal: Any, cell: Any, output: dict[str, Any]) -> None:
     _append(journal, {"cell_id": cell.id, "seed": cell.seed, **cell.params, **output})
 
 
-def _bar(total: int, enabled: bool):
-    if not enabled or total == 0:
-        return lambda n: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="cells", unit="cell")
+def _bar(total: int, enabled: bool) -> Any:
+    bar = progress(total, "cells", "cell", enabled and total > 0)
 
     def update(n: int | None) -> None:
         if n is None:
