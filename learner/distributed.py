@@ -239,7 +239,7 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
             cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
             t0 = time.perf_counter()
             local = local_training(sb.net, trainer.data, tau[lo:hi], sb.holds, active[lo:hi],
-                                   trainer.opt, trainer.rng, trainer.gen,  # type: ignore[arg-type]
+                                   trainer.opt, trainer.rng, trainer.gen,
                                    config.batch_size, trainer.weights, sb.generator, None,
                                    modality_dropout=dropout, fusion_rule=config.fusion_rule)
             _advance_streams(int(tau.max(initial=0)) - int(tau[lo:hi].max(initial=0)), s, trainer,
