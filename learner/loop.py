@@ -1,7 +1,10 @@
 """The round loop: policy -> local training -> speeds -> energy -> gossip -> generator -> log.
 
 Reads like DESIGN.md's pseudo-code; the details are one call away. The allocation policy is
-any callable from a `RoundState` to a `PolicyDecision` (or a (K, M) array of counts).
+any `Policy`: a callable from a `RoundState` to a `PolicyDecision` (or a (K, M) array of counts).
+Energy is charged from the policy's tau (`EnergyProfile.round_cost`) and, independently,
+derived from the passes local training executed (`EnergyProfile.executed_cost`); both are logged
+(`energy_used_j`, `executed_energy_j`) and must agree.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from learner import clock
 from learner.config import TrainConfig
 from learner.data import MultiViewDataset, load_dataset
 from learner.energy import EnergyProfile, make_profile
@@ -38,6 +42,7 @@ from learner.models import Network
 from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
 from metrics.balance import balance
+from metrics.energy import budget_limit_j, fits_budget, round_cycles
 from metrics.variation import SpeedTracker
 from userio import progress
 
@@ -62,31 +67,64 @@ class RoundState:
     tau_max: int
     local_iters: int
     last_tau: NDArray[np.int64]
+    # Time and frequency (learner/clock.py): planning cycles per sample folded like forward_j /
+    # backward_j (which are at f_max), CPU levels (K, L) ascending, comm time (K,), deadline.
+    cpu_hz: NDArray[np.float64] | None = None  # (K,) f_max
+    cpu_levels_hz: NDArray[np.float64] | None = None
+    cycles_forward: NDArray[np.float64] | None = None
+    cycles_backward: NDArray[np.float64] | None = None
+    batch_size: int = 1
+    comm_time_s: NDArray[np.float64] | None = None
+    deadline_s: float | None = None
 
 
 @dataclass
 class PolicyDecision:
-    """A policy's answer: counts per device and modality, what to log, who it left out."""
+    """A policy's answer: counts per device and modality, what to log, who it left out.
+
+    ``info`` holds scalars only (one column each in the per-round log; a name the loop uses
+    itself is logged as ``policy_<name>``); ``predicted_progress`` (K, M), when the policy
+    computes one, replaces the loop's own speed x tau in the per-device rows.
+    """
 
     tau: NDArray[np.int64]
     info: dict[str, Any] = field(default_factory=dict)
     dropped: list[int] = field(default_factory=list)
+    predicted_progress: NDArray[np.float64] | None = None
+    cpu_hz: NDArray[np.float64] | None = None  # (K,) one of each device's levels; None: f_max
 
 
-Policy = Callable[[RoundState], Any]
+class Policy(Protocol):
+    """The learner/allocator seam: a round's state in, the iteration table out."""
+
+    def __call__(self, state: RoundState) -> PolicyDecision | NDArray[np.integer[Any]]: ...
 
 
 def uniform_policy(state: RoundState) -> PolicyDecision:
     """Same tau (local_iters) on every held modality, lowered per device as its battery allows."""
     holds = state.holds & state.active[:, None]
     per_iter = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
-    # A relative tolerance: a battery sized for exactly k rounds must pay the k-th in full.
-    affordable = np.floor((state.battery_j * (1 + 1e-9) - state.comm_j) / np.maximum(per_iter, 1e-300))
+    # The shared tolerance: a battery sized for exactly k rounds must pay the k-th in full.
+    affordable = np.floor((budget_limit_j(state.battery_j) - state.comm_j)
+                          / np.maximum(per_iter, 1e-300))
     t = np.minimum(state.local_iters, affordable)
     dropped = [int(k) for k in np.flatnonzero(state.active & (t < state.tau_min))]
     t = np.where(t >= state.tau_min, t, 0)
     return PolicyDecision(np.where(holds, t[:, None], 0).astype(np.int64), {"policy": "uniform"},
                           dropped)
+
+
+def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
+    """Uniform tau, each device at its lowest CPU level that meets the round deadline."""
+    decision = uniform_policy(state)
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    cycles = round_cycles(decision.tau, state.holds, state.batch_size, state.cycles_forward,
+                          state.cycles_backward)
+    decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
+                                                 state.deadline_s)
+    decision.info["policy"] = "uniform-dvfs"
+    return decision
 
 
 @dataclass
@@ -103,6 +141,7 @@ class Setup:
     generator: Generator | None
     profile: EnergyProfile
     battery_j: NDArray[np.float64]
+    deadline_s: float | None = None  # the round deadline (learner/clock.py), None: no deadline
 
 
 def build(config: TrainConfig) -> Setup:
@@ -135,7 +174,7 @@ def build(config: TrainConfig) -> Setup:
         if method.kd else None
     profile = make_profile(holds, net.block_sizes(), net.shared_size(), topology,
                            config.batch_size, config.seed, fusion_rule=config.fusion_rule,
-                           block_cycles=net.block_cycles())
+                           block_cycles=net.block_cycles(), cpu_levels=config.cpu_levels)
     if config.battery_j is not None:
         battery = np.full(K, float(config.battery_j))
     else:
@@ -143,7 +182,10 @@ def build(config: TrainConfig) -> Setup:
         # same energy and uniform spends all of it.
         uniform = profile.round_cost(np.where(holds, config.local_iters, 0), holds)
         battery = config.battery_scale * config.rounds * uniform
-    return Setup(config, method, data, parts, holds, topology, net, generator, profile, battery)
+    uniform_time = clock.round_time_s(
+        profile.device_time_s(np.where(holds, config.local_iters, 0), holds), holds.any(axis=1))
+    return Setup(config, method, data, parts, holds, topology, net, generator, profile, battery,
+                 clock.resolve_deadline(config.deadline, uniform_time))
 
 
 @dataclass
@@ -163,7 +205,12 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         s = build(config)
         if s.method.policy == "external" and policy is None:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
-        policy = policy or uniform_policy
+        if policy is None and s.method.policy == "random":
+            from learner.schedules import RandomSchedule  # imports this module
+
+            policy = RandomSchedule(config.schedule_spread, config.seed)
+        policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
+                            else uniform_policy)
         trainer = Trainer.create(s)
         battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
         last_tau = np.zeros(s.holds.shape, np.int64)
@@ -175,33 +222,47 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             state = round_state(s, t, speed, battery, active, last_tau)
             t0 = time.perf_counter()
             decision = _as_decision(policy(state))                  # tau = policy(state)
-            log.policy_s += time.perf_counter() - t0
+            log.policy_s_round = time.perf_counter() - t0
+            log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
             tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
-            log.drop(t, active, _overspending(s, tau, battery, active))
+            cpu = clock.check_cpu_hz(decision.cpu_hz, s.profile.levels_hz())  # None: f_max
+            log.drop(t, active, _overspending(s, tau, battery, active, cpu))
             tau[~active] = 0
-            cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
+            cost = np.where(active, s.profile.round_cost(tau, s.holds, cpu), 0.0)
             t0 = time.perf_counter()
             local = trainer.local_training(tau, active)             # deltas, per-modality tau
-            trainer.tracker.update(local.variation)                 # v -> speeds for next round
+            trainer.tracker.update(trainer.signal(local))           # v -> speeds for next round
             battery = battery - cost                                # energy: compute + comm
-            _gossip(s, active)                                      # modality-wise consensus
-            trainer.update_generator(active)                        # KD: train + gossip G
-            log.train_s += time.perf_counter() - t0
-            log.record(t, decision, tau, speed, local, cost, battery, active,
+            # A device that trains this round also broadcasts (and pays for) its model; an
+            # active device given no iterations sits the round out entirely.
+            talking = active & (tau.max(axis=1) > 0)
+            _gossip(s, talking)                                     # modality-wise consensus
+            trainer.update_generator(talking)                       # KD: train + gossip G
+            log.train_s_round = time.perf_counter() - t0
+            log.train_s += log.train_s_round
+            executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking,
+                                                cpu)
+            log.record(t, decision, tau, speed, local, cost, executed, battery, active,
                        evaluate(s, active, trainer.test_views, s.data.test_labels,
                                 devices=eval_devices(config, t, active)))
             del local  # its (K, P) snapshots must not live through the next round's training
+            log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
+        if s.data.val_labels.size:  # what settings are tuned on (never the test split)
+            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels)
         return log.result(time.perf_counter() - t_start)
 
 
 def effective_dropout(s: Setup) -> float:
-    """Modality dropout of a run: as configured, or (None) 0.3 when some device misses a view."""
+    """Modality dropout of a run: as configured; else the method's own rate; else 0.3 when some
+    device misses a view and 0 when every device holds every view."""
     if s.config.modality_dropout is not None:
         return float(s.config.modality_dropout)
+    if s.method.dropout is not None:
+        return float(s.method.dropout)
     return 0.0 if s.holds.all() else 0.3
 
 
@@ -212,6 +273,7 @@ class Trainer:
     setup: Setup
     data: LocalData
     test_views: list[torch.Tensor]
+    val_views: list[torch.Tensor]
     weights: LossWeights
     modulation: Modulation | None
     opt: Optimizer
@@ -231,10 +293,17 @@ class Trainer:
             kd=config.w_kd if method.kd else 0.0)
         modulation = ogm_ge_modulation(config.ogm_alpha) if method.modulation == "ogm-ge" else None
         return cls(s, LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts),
-                   [torch.as_tensor(s.data.test[v]) for v in views], weights, modulation,
+                   [torch.as_tensor(s.data.test[v]) for v in views],
+                   [torch.as_tensor(s.data.val[v]) for v in views], weights, modulation,
                    Optimizer(lr=config.lr, momentum=config.momentum),
                    SpeedTracker(*s.holds.shape, beta=config.speed_beta),
                    np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
+
+    def signal(self, local: LocalResult) -> NDArray[np.float64]:
+        """The balance signal of a round (config.signal): what the speed tracker smooths."""
+        if self.setup.config.signal == "confidence" and local.confidence is not None:
+            return local.confidence
+        return local.variation
 
     def local_training(self, tau: NDArray[np.int64], active: NDArray[np.bool_]) -> LocalResult:
         """Every active device's L_k local iterations with per-modality counts tau."""
@@ -264,23 +333,33 @@ def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[n
     return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
                       s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
                       s.profile.comm_j.copy(), active.copy(),
-                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
+                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy(),
+                      *_clock_state(s))
+
+
+def _clock_state(s: Setup) -> tuple[Any, ...]:
+    """RoundState's time-and-frequency fields (copies), in field order."""
+    p = s.profile
+    cycles = p.planning_cycles() if p.cycles_forward is not None else (None, None)
+    comm = p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz)
+    return (p.cpu_hz.copy(), p.levels_hz().copy(), *cycles, p.batch_size, comm, s.deadline_s)
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
                                active: NDArray[np.bool_]) -> dict[int, str]:
     """Active devices whose battery cannot pay tau_min on their modalities plus communication."""
     cheapest = s.profile.cheapest_round(s.holds, s.config.tau_min)
-    broke = active & (cheapest > battery * (1 + 1e-9))
+    broke = active & ~fits_budget(cheapest, battery)
     return {int(k): f"battery {battery[k]:.4g} J cannot pay the cheapest round "
                     f"(tau_min {s.config.tau_min}: {cheapest[k]:.4g} J)" for k in np.flatnonzero(broke)}
 
 
 def _overspending(s: Setup, tau: NDArray[np.int64], battery: NDArray[np.float64],
-                  active: NDArray[np.bool_]) -> dict[int, str]:
+                  active: NDArray[np.bool_], cpu_hz: NDArray[np.float64] | None = None,
+                  ) -> dict[int, str]:
     """Active devices given a tau their battery cannot pay (a policy's mistake, reported)."""
-    cost = s.profile.round_cost(tau, s.holds)
-    broke = active & (tau.max(axis=1) > 0) & (cost > battery * (1 + 1e-9))
+    cost = s.profile.round_cost(tau, s.holds, cpu_hz)
+    broke = active & (tau.max(axis=1) > 0) & ~fits_budget(cost, battery)
     return {int(k): f"policy's tau costs {cost[k]:.4g} J, battery has {battery[k]:.4g} J"
             for k in np.flatnonzero(broke)}
 
@@ -293,8 +372,14 @@ class RunLog:
         self.rows: list[dict[str, Any]] = []
         self.round_rows: list[dict[str, Any]] = []
         self.drops: list[dict[str, Any]] = []
-        self.policy_s = 0.0
+        self.policy_s = 0.0  # cumulative
         self.train_s = 0.0
+        self.policy_s_round = 0.0  # this round's
+        self.train_s_round = 0.0
+        self.executed_j = np.zeros(s.holds.shape[0])  # cumulative, from executed passes
+        self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
+        self.sim_time_s = 0.0  # simulated clock (learner/clock.py)
+        self.deadline_misses = 0
 
     @property
     def last(self) -> dict[str, Any]:
@@ -310,30 +395,63 @@ class RunLog:
 
     def record(self, t: int, decision: PolicyDecision, tau: NDArray[np.int64],
                speed: NDArray[np.float64], local: LocalResult, cost: NDArray[np.float64],
-               battery: NDArray[np.float64], active: NDArray[np.bool_], evals: dict[str, Any]) -> None:
+               executed: NDArray[np.float64], battery: NDArray[np.float64],
+               active: NDArray[np.bool_], evals: dict[str, Any]) -> None:
         """Append round t's rows."""
         s = self.setup
         views = list(s.data.views)
         b = balance(speed, s.holds)
+        self.executed_j += executed
+        predicted = speed * tau if decision.predicted_progress is None else \
+            np.asarray(decision.predicted_progress, float)
+        if predicted.shape != tau.shape:
+            raise ValueError(f"policy's predicted_progress has shape {predicted.shape}, "
+                             f"expected {tau.shape}")
+        fwd, bwd = local.forward_passes, local.backward_passes
         for k, m in zip(*np.nonzero(s.holds)):
             v = local.variation[k, m]
             self.rows.append({
                 "round": t, "device": f"dev{k}", "modality": views[m], "tau": int(tau[k, m]),
-                "v": v, "speed": speed[k, m], "b": b[k, m],
-                "predicted_progress": speed[k, m] * tau[k, m],
+                "v": v, "confidence": local.confidence[k, m] if local.confidence is not None
+                else np.nan, "speed": speed[k, m], "b": b[k, m],
+                "predicted_progress": predicted[k, m],
                 "realised_progress": v * tau[k, m] if tau[k, m] > 0 else 0.0,
-                "energy_j": cost[k], "battery_j": battery[k], "active": bool(active[k]),
+                "forward_passes": int(fwd[k, m]) if fwd is not None else 0,
+                "backward_passes": int(bwd[k, m]) if bwd is not None else 0,
+                "energy_j": cost[k], "executed_energy_j": executed[k],
+                "battery_j": battery[k], "active": bool(active[k]),
                 "device_accuracy": evals["device"][k],
             })
-        info = {key: value for key, value in decision.info.items() if np.isscalar(value)}
-        self.round_rows.append({
+        row = {
             "round": t, "accuracy": evals["accuracy"], "consensus_accuracy": evals["consensus"],
             **{f"acc_{v}": evals["modality"][v] for v in views},
             "loss": local.loss, "active_devices": int(active.sum()),
             "evaluated_devices": evals["evaluated"],
             "energy_used_j": float((s.battery_j - battery).sum()), "energy_left_j": float(battery.sum()),
-            "policy_time_s": self.policy_s, "train_time_s": self.train_s, **info,
-        })
+            "executed_energy_j": float(self.executed_j.sum()),
+            "policy_time_s": self.policy_s_round, "train_time_s": self.train_s_round,
+        }
+        for key, value in decision.info.items():
+            if not np.isscalar(value):
+                raise ValueError(f"policy info {key!r} is not a scalar (per-device tables belong "
+                                 f"in PolicyDecision fields)")
+            row[f"policy_{key}" if key in row else key] = value
+        self.round_rows.append(row)
+
+    def record_clock(self, cpu_hz: NDArray[np.float64], device_time_s: NDArray[np.float64],
+                     active: NDArray[np.bool_]) -> None:
+        """Add the round's simulated time to the rows just recorded: per device its frequency
+        and time, per round its duration (slowest active device) and the cumulative clock."""
+        s = self.setup
+        round_time = clock.round_time_s(device_time_s, active)
+        self.sim_time_s += round_time
+        late = active & (device_time_s > 0) & ~clock.meets_deadline(device_time_s, s.deadline_s)
+        self.deadline_misses += int(late.sum())
+        ks, _ = np.nonzero(s.holds)
+        for row, k in zip(self.rows[len(self.rows) - len(ks):], ks):
+            row.update(cpu_hz=float(cpu_hz[k]), time_s=float(device_time_s[k]))
+        self.last.update(round_time_s=round_time, sim_time_s=self.sim_time_s,
+                         late_devices=int(late.sum()))
 
     def result(self, wall_time_s: float) -> RunResult:
         """The tables and the summary."""
@@ -344,11 +462,18 @@ class RunLog:
             "views": views, "devices": s.config.devices, "seed": s.config.seed,
             "accuracy": final["accuracy"], "consensus_accuracy": final["consensus_accuracy"],
             "modality_accuracy": {v: final[f"acc_{v}"] for v in views},
-            "energy_used_j": final["energy_used_j"], "battery_total_j": float(s.battery_j.sum()),
+            "energy_used_j": final["energy_used_j"], "executed_energy_j": final["executed_energy_j"],
+            "battery_total_j": float(s.battery_j.sum()),
             "dropped_devices": self.drops, "wall_time_s": wall_time_s,
             "policy_time_s": self.policy_s, "train_time_s": self.train_s,
+            "validation": None if self.validation is None else {
+                "accuracy": self.validation["accuracy"],
+                "consensus_accuracy": self.validation["consensus"],
+                "modality_accuracy": dict(self.validation["modality"])},
             "eval_every": s.config.eval_every, "eval_devices": s.config.eval_devices,
             "evaluated_devices": final["evaluated_devices"],
+            "sim_time_s": self.sim_time_s, "deadline_s": s.deadline_s,
+            "deadline_misses": self.deadline_misses,
         }
         return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
 
@@ -364,12 +489,10 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _as_decision(out: Any) -> PolicyDecision:
+def _as_decision(out: PolicyDecision | NDArray[np.integer[Any]]) -> PolicyDecision:
+    """A policy's answer as a decision (a bare array is the tau table)."""
     if isinstance(out, PolicyDecision):
         return out
-    if hasattr(out, "tau"):
-        return PolicyDecision(np.asarray(out.tau), dict(getattr(out, "info", {})),
-                              list(getattr(out, "dropped", [])))
     return PolicyDecision(np.asarray(out, dtype=np.int64))
 
 

@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="device models evaluated: a seeded sample of N active devices (0: all)")
     p.add_argument("--nproc", type=int, default=1,
                    help="run as N local processes with torch.distributed (gloo); same results")
+    p.add_argument("--deadline", help="round deadline: auto (uniform tau at f_max, the default), "
+                   "none, or seconds")
     p.add_argument("--out", default=None, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
@@ -45,17 +47,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, check memory and --out, train, write outputs, print the summary."""
-    from learner.config import load_config
+    from learner.config import Rule, check_value, load_config
     from learner.resources import check_memory
     from userio import check_out_dir
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
         "method", "solver", "scope", "battery_j", "seed", "val_fraction", "eval_every",
-        "eval_devices")}
+        "eval_devices", "deadline")}
     if args.views is not None:
         overrides["views"] = [v.strip() for v in args.views.split(",")]
     config = load_config(args.config, overrides)
+    check_value("nproc", args.nproc, Rule("local processes", low=1, high=1024))
     check_memory(config)
     if args.out is not None:
         check_out_dir(args.out)
