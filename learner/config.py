@@ -60,6 +60,7 @@ class TrainConfig:
     # Drop held views from the fused prediction while training; None: 0.3 when some device
     # misses a view (the fusion must work from any subset), else 0.
     modality_dropout: float | None = None
+    dropout_rate: float = 0.3  # of the methods built on modality dropout (modality-dropout, ...)
     fusion_rule: str = "training"  # "training": only encoders still training feed the fusion
     generator_steps: int = 5
     generator_lr: float = 1e-3
@@ -115,6 +116,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0 (got {self.lr})")
         if self.modality_dropout is not None and not 0.0 <= self.modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1) (got {self.modality_dropout})")
+        if isinstance(self.dropout_rate, bool) or not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"dropout_rate must be in [0, 1) (got {self.dropout_rate!r})")
         if self.fusion_rule not in ("all", "training"):
             raise ConfigError(f"fusion_rule must be all or training (got {self.fusion_rule!r})")
         if get_method(self.method).policy == "random" and not (
