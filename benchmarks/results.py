@@ -2,7 +2,8 @@
 
     make results          # = python benchmarks/results.py --out docs/results.md
 
-Setting (issue 8's): mfeat, 8 devices on a ring, Dirichlet label skew alpha = 0.5, 30 rounds,
+Setting (issue 8's, 20 rounds instead of 30 for time): mfeat, 8 devices on a ring, Dirichlet
+label skew alpha = 0.5, 20 rounds,
 local_iters 5, the battery of uniform tau (every method gets the same energy). Settings are
 tuned on the validation split of fac+zer with tuning seeds (100..); everything reported is on
 the test split with seeds 0..4, on fac+zer and on held-out view pairs. Raw tables go to
@@ -23,13 +24,14 @@ from learner.config import TrainConfig
 from studies.bench import to_markdown
 from studies.compare import default_jobs, paired_differences, run_configs
 
-SETTING = dict(dataset="mfeat", devices=8, alpha=0.5, rounds=30, local_iters=5)
+# 20 rounds, not the issue's 30: the whole study must fit ~20 min on a shared 2-core machine.
+SETTING = dict(dataset="mfeat", devices=8, alpha=0.5, rounds=20, local_iters=5)
 TUNE_PAIR = ["fac", "zer"]
-REPORT_PAIRS = [["fac", "zer"], ["kar", "zer"], ["pix", "mor"], ["fou", "zer"]]
+REPORT_PAIRS = [["fac", "zer"], ["kar", "zer"], ["pix", "mor"], ["fou", "zer"]]  # --pairs
 CORE = ["dmml-kd", "dmml-kd-balance", "random-schedule", "modality-dropout"]
-EXTRA = ["ogm-ge", "dmml-kd-balance-dropout", "dpsgd"]  # on the tuning pair only
+EXTRA = ["ogm-ge", "dmml-kd-balance-dropout"]  # on the tuning pair only
 SIGNALS = ["variation", "confidence"]
-DROPOUT_RATES = [0.15, 0.3, 0.5]
+DROPOUT_RATES = [0.3, 0.5]
 
 
 Spec = tuple[str, TrainConfig, list[str], list[int]]  # (tag, base config, methods, seeds)
@@ -140,7 +142,7 @@ def main() -> None:
     parser.add_argument("--tune-seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=SETTING["rounds"])
     parser.add_argument("--jobs", type=int, default=default_jobs())
-    parser.add_argument("--pairs", type=int, default=len(REPORT_PAIRS), help="view pairs reported")
+    parser.add_argument("--pairs", type=int, default=3, help="view pairs reported (of 4)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     seeds = list(range(args.seeds))
@@ -175,7 +177,7 @@ def main() -> None:
     done = runs([("+".join(p), replace(tuned, views=p), CORE + (EXTRA if p == TUNE_PAIR else []),
                   seeds) for p in pairs]
                 + [("all", replace(tuned, views=TUNE_PAIR, fusion_rule="all"),
-                    ["dmml-kd", "dmml-kd-balance", "modality-dropout"], seeds),
+                    ["dmml-kd", "dmml-kd-balance"], seeds),
                    ("missing", replace(tuned, views=TUNE_PAIR, missing_rate=0.3, scope="network"),
                     CORE, seeds)], args.jobs, log)
     per_pair = [(p, done["+".join(p)]) for p in pairs]
@@ -203,9 +205,9 @@ def main() -> None:
               "a measured balance signal each round), and the allocator-free controls "
               "`random-schedule` (each device's views get local_iters ± 1 at random, antithetic "
               "in pairs of rounds: exactly uniform's energy) and `modality-dropout` (dmml-kd + "
-              "dropping views from the fused prediction while training, uniform tau); `ogm-ge`, "
-              "`dpsgd` and `dmml-kd-balance-dropout` (the allocator on top of dropout) on the "
-              "tuning pair.\n")
+              "dropping views from the fused prediction while training, uniform tau); `ogm-ge` "
+              "and `dmml-kd-balance-dropout` (the allocator on top of dropout) on the tuning "
+              "pair. `dpsgd` and the fourth pair (fou+zer, `--pairs 4`) are left out for time.\n")
     md.append("## 1. Tuned on validation (fac+zer, tuning seeds "
               f"{tune_seeds[0]}..{tune_seeds[-1]})\n")
     md.append(to_markdown(tuning_table) + "\n")
