@@ -58,8 +58,13 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
         mdl.K,
         rule=lambda b, k: b.F[k] * b.L[k] + sum(b.eb[k, m] * b.tau[k, m] for m in by_device[k]),
     )
-    mdl.energy = pyo.Constraint(mdl.K, rule=lambda b, k: b.compute[k] <= b.cap[k])
-    energy_term = mdl.eps * sum(mdl.compute[k] for k in mdl.K)
+    if problem.has_levels:
+        _add_levels(mdl, problem, mutable)
+        energy_term = mdl.eps * sum(mdl.lscale[k, lv] * mdl.x[k, lv] for k in mdl.K
+                                    for lv in mdl.LV)
+    else:
+        mdl.energy = pyo.Constraint(mdl.K, rule=lambda b, k: b.compute[k] <= b.cap[k])
+        energy_term = mdl.eps * sum(mdl.compute[k] for k in mdl.K)
     mu, one_delta = problem.mu, 1.0 + problem.delta
 
     if problem.scope == "device":
@@ -96,6 +101,38 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
             expr=mdl.z - mu * sum(mdl.s[m] for m in mdl.Mh) - energy_term, sense=pyo.maximize
         )
     return BuiltModel(model=mdl, pairs=pairs)
+
+
+def level_data(problem: Problem) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Energy multipliers and caps per (device, level) as model coefficients: a missing or
+    impossible level gets cap 0 (the computation is never 0, so it cannot be chosen)."""
+    caps = problem.level_caps()
+    scale = np.nan_to_num(caps.scale, nan=1.0)
+    cap = np.where(np.isfinite(caps.cap), np.maximum(caps.cap, 0.0), 0.0)
+    return scale, cap
+
+
+def _add_levels(mdl: pyo.ConcreteModel, problem: Problem, mutable: bool) -> None:
+    """CPU level choice: binaries y[k, l] (one per device) and the computation split x[k, l].
+
+    The computation (top-level energy) is all assigned to the chosen level, x[k, l] <=
+    cap[k, l] y[k, l] (cap: the most that level allows in energy and time), and its energy is
+    priced at scale[k, l] = (f_l / f_top)^2 -- the disjunction over levels, exactly.
+    """
+    scale, cap = level_data(problem)
+    K, NL = scale.shape
+    mdl.LV = pyo.RangeSet(0, NL - 1)
+    mdl.lscale = pyo.Param(mdl.K, mdl.LV, mutable=mutable, initialize={
+        (k, lv): float(scale[k, lv]) for k in range(K) for lv in range(NL)})
+    mdl.lcap = pyo.Param(mdl.K, mdl.LV, mutable=mutable, initialize={
+        (k, lv): float(cap[k, lv]) for k in range(K) for lv in range(NL)})
+    mdl.y = pyo.Var(mdl.K, mdl.LV, domain=pyo.Binary)
+    mdl.x = pyo.Var(mdl.K, mdl.LV, domain=pyo.NonNegativeReals)
+    mdl.one_level = pyo.Constraint(mdl.K, rule=lambda b, k: sum(b.y[k, lv] for lv in b.LV) == 1)
+    mdl.split = pyo.Constraint(
+        mdl.K, rule=lambda b, k: sum(b.x[k, lv] for lv in b.LV) == b.compute[k])
+    mdl.level_cap = pyo.Constraint(
+        mdl.K, mdl.LV, rule=lambda b, k, lv: b.x[k, lv] <= b.lcap[k, lv] * b.y[k, lv])
 
 
 def read_tau(built: BuiltModel, shape: tuple[int, int]) -> NDArray[np.int64]:

@@ -15,7 +15,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from allocator.problem import Problem
-from metrics.energy import ENERGY_RTOL, computation_energy_j
+from metrics.energy import ENERGY_RTOL, fits_budget, fits_deadline
 
 __all__ = ["ENERGY_RTOL", "Allocation", "Evaluation", "evaluate", "relative_gap", "violations"]
 
@@ -32,14 +32,22 @@ class Evaluation:
     network_progress: NDArray[np.float64]  # G_m, nan for modalities nobody holds
     imbalance_device: NDArray[np.float64]  # max/min P per device
     imbalance_network: float  # max/min G_m over held modalities
+    level: NDArray[np.int64]  # chosen CPU level per device (0 without levels)
+    cpu_hz: NDArray[np.float64]  # its frequency (nan without levels)
+    time_s: NDArray[np.float64]  # round time C / f + comm_time_s (nan without levels)
 
 
 def evaluate(problem: Problem, tau: NDArray[np.integer] | NDArray[np.floating]) -> Evaluation:
-    """Score an iteration table with the problem's objective (floors/slacks set optimally)."""
+    """Score an iteration table with the problem's objective (floors/slacks set optimally).
+
+    With CPU levels the level is set optimally too: the lowest one meeting the deadline
+    (`Problem.operating_point`), so the objective is still a function of tau alone.
+    """
     tau = np.where(problem.holds, np.asarray(tau, dtype=float), 0.0)
     holds = problem.holds
     progress = problem.speed * tau
-    compute = computation_energy_j(tau, holds, problem.forward_energy, problem.backward_energy)
+    point = problem.operating_point(tau)
+    compute = point.compute_energy
     energy_term = problem.epsilon * compute.sum() / problem.energy_scale
     p_held_min = np.where(holds, progress, np.inf).min(axis=1)
     p_held_max = np.where(holds, progress, -np.inf).max(axis=1)
@@ -71,6 +79,9 @@ def evaluate(problem: Problem, tau: NDArray[np.integer] | NDArray[np.floating]) 
         network_progress=net,
         imbalance_device=imb_dev,
         imbalance_network=imb_net,
+        level=point.level,
+        cpu_hz=point.cpu_hz,
+        time_s=point.time_s,
     )
 
 
@@ -90,11 +101,16 @@ def violations(problem: Problem, tau: NDArray[np.integer]) -> list[str]:
     for mask, what in ((low, "below tau_min"), (high, "above tau_max")):
         for k, m in np.argwhere(mask)[:3]:
             out.append(f"device {names[k]!r}: tau[{problem.modalities[m]!r}] {what}")
-    compute = computation_energy_j(tau, held, problem.forward_energy, problem.backward_energy)
-    total = compute + problem.comm_energy
-    over = total > problem.budget * (1 + ENERGY_RTOL) + 1e-12
+    point = problem.operating_point(tau)
+    total = point.compute_energy + problem.comm_energy
+    over = ~fits_budget(total, problem.budget)
     for k in np.flatnonzero(over)[:3]:
         out.append(f"device {names[k]!r}: energy {total[k]:.6g} J exceeds budget {problem.budget[k]:.6g} J")
+    if problem.deadline_s is not None:
+        late = ~fits_deadline(point.time_s, problem.deadline_s)
+        for k in np.flatnonzero(late)[:3]:
+            out.append(f"device {names[k]!r}: round time {point.time_s[k]:.6g} s exceeds "
+                       f"deadline_s {problem.deadline_s:.6g} s")
     return out
 
 
@@ -144,6 +160,17 @@ class Allocation:
         return self.evaluation.compute_energy + self.problem.comm_energy
 
     @property
+    def cpu_hz(self) -> NDArray[np.float64]:
+        """CPU frequency each device runs at (K,): the lowest level meeting the deadline; nan
+        without levels."""
+        return self.evaluation.cpu_hz
+
+    @property
+    def time_s(self) -> NDArray[np.float64]:
+        """Round time per device (K,): compute C / f plus comm_time_s; nan without levels."""
+        return self.evaluation.time_s
+
+    @property
     def total_time_s(self) -> float:
         """Model build plus solve time."""
         return self.build_time_s + self.solve_time_s
@@ -168,6 +195,7 @@ class Allocation:
             "build_time_s": self.build_time_s,
             "n_devices": self.problem.n_devices,
             "n_modalities": self.problem.n_modalities,
+            "round_time_s": float(np.max(ev.time_s)) if self.problem.has_levels else math.nan,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +218,8 @@ class Allocation:
             "gap": num(self.gap),
             "tau": tau,
             "energy": {d: float(e) for d, e in zip(p.devices, self.energy)},
+            "cpu_hz": {d: num(float(f)) for d, f in zip(p.devices, self.cpu_hz)},
+            "time_s": {d: num(float(t)) for d, t in zip(p.devices, self.time_s)},
             "imbalance": {
                 "device_max": num(float(np.max(self.evaluation.imbalance_device))),
                 "network": num(self.evaluation.imbalance_network),
@@ -212,6 +242,8 @@ class Allocation:
                 "speed": p.speed[k_idx, m_idx],
                 "progress": ev.progress[k_idx, m_idx],
                 "device_energy_j": self.energy[k_idx],
+                "cpu_hz": self.cpu_hz[k_idx],
+                "time_s": self.time_s[k_idx],
                 "budget_j": p.budget[k_idx],
             }
         )

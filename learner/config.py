@@ -1,20 +1,108 @@
-"""Run configuration of the learner: one dataclass, TOML in and out, validated."""
+"""Run configuration of the learner: one dataclass, TOML in and out, validated in one place.
+
+Every field is declared with :func:`setting`: its default, a one-line doc and its constraints
+(range, choices, an extra check) live in the field's metadata, and :meth:`TrainConfig.validate`
+checks all fields generically: the type from the annotation (``bool`` is never an ``int``,
+list elements included), finiteness of every float, then the field's rule. A new field gets the
+type and finiteness checks for free; ``tests/test_safety.py`` fails until it also has a doc and a
+rule. Only checks across fields are written out by hand (``_check_relations``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from dataclasses import dataclass, field, fields
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from learner.errors import ConfigError
-from learner.methods import get_method
+from userio import read_toml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
+SOLVERS = ("exact", "heuristic", "proportional", "uniform")  # allocator methods (tested equal)
+BUDGET_RULES = ("even", "all")  # studies.policies.round_budget rules (tested equal)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Constraints of one field (applied to each element of a list field)."""
+
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low < value rather than low <= value
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], None] | None = None  # extra check raising ConfigError (registries)
+    nonempty: bool = False  # a list field must have at least one element
+
+    def describe(self) -> str:
+        """The rule as the end of a message: 'in [0, 1)', '>= 1', 'one of a, b'."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{_num(self.low)}, "
+                    f"{_num(self.high)}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {_num(self.high)}"
+        return "valid"
+
+    def admits(self, value: Any) -> bool:
+        """Whether one (type-checked) value satisfies the range and choices."""
+        if self.choices is not None and value not in self.choices:
+            return False
+        if isinstance(value, str):
+            return bool(value.strip())  # names are never empty
+        if isinstance(value, (int, float)):
+            if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+                return False
+            if self.high is not None and not (value < self.high if self.high_open
+                                              else value <= self.high):
+                return False
+        return True
+
+
+def _num(x: float) -> str:
+    """A bound as people write it: 1, 0.5, 1e9, 4294967296."""
+    if float(x).is_integer():
+        digits = str(int(x))
+        return f"1e{len(digits) - 1}" if len(digits) > 6 and digits.strip("0") == "1" else digits
+    return f"{x:g}"
+
+
+def setting(default: Any, doc: str, **rule: Any) -> Any:
+    """A TrainConfig field: default (a list default is copied per instance), doc and constraints."""
+    metadata = {"rule": Rule(doc, **rule)}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _known_method(name: str) -> None:
+    from learner.methods import get_method  # the registry may grow at run time
+
+    get_method(name)
+
+
+def _known_encoders(table: dict[str, Any]) -> None:
+    for view, kind in table.items():
+        if not callable(kind) and kind not in ("auto", "mlp", "cnn1d", "cnn2d"):
+            raise ConfigError(f"encoders.{view} must be auto, mlp, cnn1d or cnn2d (got {kind!r})")
+
+
+def _known_topology(name: str) -> None:
+    from learner.topology import TOPOLOGIES
+
+    if name not in TOPOLOGIES:
+        raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
 
 
 SIGNALS = ("variation", "confidence")
@@ -24,172 +112,285 @@ SIGNALS = ("variation", "confidence")
 class TrainConfig:
     """Everything that defines a learning run (saved beside its results to rerun it)."""
 
-    dataset: str = "mfeat"
-    # Share of each class's training samples held out as the validation split (0: none);
-    # settings are tuned on it, never on the test split.
-    val_fraction: float = 0.1
-    views: list[str] | None = None  # None: all views of the data set
-    devices: int = 6
-    rounds: int = 20
-    local_iters: int = 5  # tau of the uniform policy
-    tau_min: int = 1
-    tau_max: int = 20
-    alpha: float = 1000.0  # Dirichlet label skew (large = IID)
-    min_samples: int = 10
-    missing_rate: float = 0.0
-    availability: str = "auto"  # auto (random if missing_rate > 0, else all), all, random, pattern
-    pattern: list[list[str]] | None = None  # view sets cycled over devices (availability=pattern)
-    topology: str = "ring"
-    topology_p: float | None = None  # erdos-renyi edge probability (None: 2 ln K / K)
-    topology_radius_m: float | None = None  # geometric link radius in a 100 m square (None: auto)
-    method: str = "dmml-kd"
-    battery_j: float | None = None  # None: exactly enough for uniform local_iters every round
-    battery_scale: float = 1.0  # multiplies the automatic battery
-    seed: int = 0
-    threads: int = 1  # torch intra-op threads (the matrices are tiny: 1 is fastest on CPU)
-    lr: float = 0.1
-    momentum: float = 0.9
-    batch_size: int = 32
-    hidden: int = 128
-    embed: int = 64
-    feature: int = 32
-    w_difference: float = 0.05
-    w_similarity: float = 0.1
-    w_common: float = 0.5
-    w_kd: float = 0.5
-    # Drop held views from the fused prediction while training; None: 0.3 when some device
-    # misses a view (the fusion must work from any subset), else 0.
-    modality_dropout: float | None = None
-    dropout_rate: float = 0.3  # of the methods built on modality dropout (modality-dropout, ...)
-    fusion_rule: str = "training"  # "training": only encoders still training feed the fusion
-    generator_steps: int = 5
-    generator_lr: float = 1e-3
-    speed_beta: float = 0.5
-    # Balance signal the allocator sees as a modality's speed: "variation" (the paper's relative
-    # parameter variation per iteration) or "confidence" (the common classifier's true-class
-    # probability from that modality alone, OGM-GE style: a modality's own learning).
-    signal: str = "variation"
-    schedule_spread: int = 1  # random-schedule: tau = local_iters ± schedule_spread
-    ogm_alpha: float = 0.5
+    dataset: str = setting("mfeat", "data set: mfeat, basicmotions (embedded), synthetic, or the "
+                           "path of a .npz in the format of docs/data.md")
+    val_fraction: float = setting(0.1, "share of each class's training samples held out as the "
+                                  "validation split (0: none); settings are tuned on it, never on "
+                                  "the test split", low=0, high=1, high_open=True)
+    encoders: dict[str, Any] | None = setting(
+        None, "encoder per view: auto (MLP for (N, d), 1-D CNN for (N, C, T), 2-D CNN for "
+        "(N, C, H, W)), mlp, cnn1d, cnn2d; in Python also a factory (shape, embed) -> Module",
+        check=_known_encoders)
+    views: list[str] | None = setting(None, "views to use (None: all views of the data set)",
+                                      nonempty=True)
+    devices: int = setting(6, "devices in the network (>= 2: decentralized)", low=2, high=100_000)
+    rounds: int = setting(20, "communication rounds", low=1, high=1_000_000)
+    local_iters: int = setting(5, "local iterations of the uniform policy (tau)", low=1,
+                               high=10_000)
+    tau_min: int = setting(1, "fewest local iterations of a held modality per round", low=1,
+                           high=10_000)
+    tau_max: int = setting(20, "most local iterations of a modality per round", low=1, high=10_000)
+    alpha: float = setting(1000.0, "Dirichlet label skew (small = skewed, large = IID)", low=0,
+                           low_open=True, high=1e9)
+    min_samples: int = setting(10, "training samples every device must get", low=1, high=1_000_000)
+    missing_rate: float = setting(0.0, "share of (device, view) pairs missing", low=0, high=1,
+                                  high_open=True)
+    availability: str = setting("auto", "who holds which view: auto (random if missing_rate > 0, "
+                                "else all), all, random, pattern",
+                                choices=("auto", "all", "random", "pattern"))
+    pattern: list[list[str]] | None = setting(None, "view sets cycled over devices "
+                                              "(availability = pattern)", nonempty=True)
+    topology: str = setting("ring", "device graph: ring, torus, erdos-renyi, geometric, complete",
+                            check=_known_topology)
+    topology_p: float | None = setting(None, "erdos-renyi edge probability (None: 2 ln K / K)",
+                                       low=0, low_open=True, high=1)
+    topology_radius_m: float | None = setting(None, "geometric link radius in a 100 m square "
+                                              "(None: auto)", low=0, low_open=True, high=1e6)
+    method: str = setting("dmml-kd", "learning method: dpsgd, dmml-kd, dmml-kd-balance, ogm-ge, ...",
+                          check=_known_method)
+    battery_j: float | None = setting(None, "J per device (None: exactly enough for uniform "
+                                      "local_iters every round)", low=0, low_open=True, high=1e12)
+    battery_scale: float = setting(1.0, "multiplies the automatic battery", low=0, low_open=True,
+                                   high=1e6)
+    seed: int = setting(0, "seed of data, partition, topology, models and batches", low=0,
+                        high=SEED_LIMIT, high_open=True)
+    threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
+                           low=1, high=1024)
+    eval_every: int = setting(1, "evaluate device models every N rounds (and in the last round); "
+                              "the consensus model every round", low=1, high=1_000_000)
+    eval_devices: int = setting(64, "device models evaluated: a seeded sample of N active devices "
+                                "(0: all)", low=0, high=10_000_000)
+    lr: float = setting(0.1, "SGD learning rate", low=0, low_open=True, high=10)
+    momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    batch_size: int = setting(32, "mini-batch size per device and iteration", low=1, high=65_536)
+    hidden: int = setting(128, "encoder hidden width", low=1, high=16_384)
+    embed: int = setting(64, "encoder output width", low=1, high=16_384)
+    feature: int = setting(32, "common/specific feature width", low=1, high=16_384)
+    w_difference: float = setting(0.05, "weight of the common/specific difference loss", low=0,
+                                  high=1000)
+    w_similarity: float = setting(0.1, "weight of the cross-modality similarity loss", low=0,
+                                  high=1000)
+    w_common: float = setting(0.5, "weight of the common-feature classifier loss", low=0, high=1000)
+    w_kd: float = setting(0.5, "weight of the knowledge-distillation loss", low=0, high=1000)
+    modality_dropout: float | None = setting(
+        None, "drop held views from the fused prediction while training (None: 0.3 when some "
+        "device misses a view, else 0)", low=0, high=1, high_open=True)
+    dropout_rate: float = setting(0.3, "modality dropout of the methods built on it "
+                                  "(modality-dropout, dmml-kd-balance-dropout) unless "
+                                  "modality_dropout is set", low=0, high=1, high_open=True)
+    fusion_rule: str = setting("training", "'training': only encoders still training feed the "
+                               "fusion; 'all': every held encoder (DESIGN.md)",
+                               choices=("all", "training"))
+    generator_steps: int = setting(5, "generator updates per round (KD methods)", low=0,
+                                   high=100_000)
+    generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
+    speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
+                                low_open=True, high=1)
+    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+                          "variation (the paper's relative parameter variation per iteration) or "
+                          "confidence (the common classifier's true-class probability from that "
+                          "modality alone, OGM-GE style)", choices=SIGNALS)
+    schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
+                                   high=10_000)
+    ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
+    # simulated time (learner/clock.py)
+    cpu_levels: list[float] = setting(list(DEFAULT_CPU_LEVELS), "CPU levels of every device as "
+                                      "fractions of its drawn f_max (must include 1.0)", low=0,
+                                      low_open=True, high=1, nonempty=True)
+    deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
+                                           "uniform local_iters at f_max), none, or seconds",
+                                           check=parse_deadline)
     # allocator options (used by dmml-kd-balance; wired in studies/)
-    solver: str = "heuristic"
-    scope: str = "device"
-    delta: float = 0.1
-    mu: float = 5.0
-    budget_rule: str = "even"
-    solver_time_limit: float = 10.0
+    solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
+    scope: str = setting("device", "allocator scope: device or network",
+                         choices=("device", "network"))
+    delta: float = setting(0.1, "allocator balance tolerance", low=0, high=1000)
+    mu: float = setting(5.0, "allocator price of progress beyond (1 + delta) x floor", low=0,
+                        high=1e9)
+    budget_rule: str = setting("even", "round budget: even (battery over remaining rounds) or all",
+                               choices=BUDGET_RULES)
+    solver_time_limit: float = setting(10.0, "seconds for the exact allocator per round", low=0,
+                                       low_open=True, high=1e6)
     # synthetic data options
-    n_samples: int = 1200
-    synthetic_dims: list[int] = field(default_factory=lambda: [32, 32])
-    synthetic_signal: list[float] = field(default_factory=lambda: [2.0, 0.5])
-    synthetic_noise: float = 1.0
+    n_samples: int = setting(1200, "synthetic samples (train + test)", low=20, high=10_000_000)
+    synthetic_dims: list[int] = setting([32, 32], "synthetic view widths", low=1, high=100_000,
+                                        nonempty=True)
+    synthetic_signal: list[float] = setting([2.0, 0.5], "synthetic class separation per view",
+                                            low=0, high=1e6, nonempty=True)
+    synthetic_noise: float = setting(1.0, "synthetic noise level", low=0, low_open=True, high=1e6)
 
     def validate(self) -> TrainConfig:
-        """Check values a user can get wrong; raise ConfigError naming the field."""
-        positive_int = ("devices", "rounds", "batch_size", "hidden", "embed", "feature", "tau_max",
-                        "threads")
-        for name in positive_int:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer (got {value!r})")
-        if self.devices < 2:
-            raise ConfigError(f"devices must be >= 2 for decentralized learning (got {self.devices})")
-        if not 1 <= self.tau_min <= self.tau_max:
-            raise ConfigError(f"need 1 <= tau_min <= tau_max (got {self.tau_min}, {self.tau_max})")
-        if not self.tau_min <= self.local_iters <= self.tau_max:
-            raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {self.local_iters})")
-        if isinstance(self.val_fraction, bool) or not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in [0, 1) (got {self.val_fraction!r})")
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha must be > 0 (got {self.alpha})")
-        if not 0.0 <= self.missing_rate < 1.0:
-            raise ConfigError(f"missing_rate must be in [0, 1) (got {self.missing_rate})")
-        if self.battery_j is not None and not self.battery_j > 0:
-            raise ConfigError(f"battery_j must be > 0 (got {self.battery_j})")
-        if self.topology_p is not None and not 0.0 < self.topology_p <= 1.0:
-            raise ConfigError(f"topology_p must be in (0, 1] (got {self.topology_p})")
-        if self.topology_radius_m is not None and not self.topology_radius_m > 0:
-            raise ConfigError(f"topology_radius_m must be > 0 (got {self.topology_radius_m})")
-        if not 0.0 < self.speed_beta <= 1.0:
-            raise ConfigError(f"speed_beta must be in (0, 1] (got {self.speed_beta})")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0 (got {self.lr})")
-        if self.modality_dropout is not None and not 0.0 <= self.modality_dropout < 1.0:
-            raise ConfigError(f"modality_dropout must be in [0, 1) (got {self.modality_dropout})")
-        if isinstance(self.dropout_rate, bool) or not 0.0 <= self.dropout_rate < 1.0:
-            raise ConfigError(f"dropout_rate must be in [0, 1) (got {self.dropout_rate!r})")
-        if self.fusion_rule not in ("all", "training"):
-            raise ConfigError(f"fusion_rule must be all or training (got {self.fusion_rule!r})")
-        if get_method(self.method).policy == "random" and not (
-                isinstance(self.schedule_spread, int) and self.schedule_spread >= 0
-                and self.tau_min <= self.local_iters - self.schedule_spread
-                and self.local_iters + self.schedule_spread <= self.tau_max):
-            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
-                              f"[tau_min, tau_max] (got {self.schedule_spread!r})")
-        if get_method(self.method).policy == "random" and self.fusion_rule != "training":
-            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
-            # ± d schedule can cost what uniform costs.
-            raise ConfigError(f"fusion_rule must be 'training' for {self.method} "
-                              f"(got {self.fusion_rule!r})")
-        if self.signal not in SIGNALS:
-            raise ConfigError(f"signal must be one of {', '.join(SIGNALS)} (got {self.signal!r})")
-        if self.availability not in ("auto", "all", "random", "pattern"):
-            raise ConfigError(f"availability must be auto, all, random or pattern "
-                              f"(got {self.availability!r})")
+        """Check every field (type, finiteness, rule) and the relations between fields.
+
+        Raises ConfigError naming the field; float fields given as integers become floats.
+        """
+        hints = _hints()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _fits(value, hints[f.name]):
+                raise ConfigError(f"{f.name} must be {_type_name(hints[f.name])} (got {value!r})")
+            value = _as_floats(value, hints[f.name])
+            setattr(self, f.name, value)
+            rule = f.metadata.get("rule")
+            if rule is not None:
+                _check_rule(f.name, value, rule)
+        _check_relations(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (None values dropped, as TOML has no null)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """Plain dict (None values dropped, as TOML has no null; an encoder factory is written
+        as its qualified name, which documents the run but cannot be read back)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if self.encoders:
+            out["encoders"] = {v: k if isinstance(k, str) else
+                               f"python:{getattr(k, '__module__', '?')}.{getattr(k, '__qualname__', k)}"
+                               for v, k in self.encoders.items()}
+        return out
+
+
+def field_docs() -> dict[str, Rule]:
+    """Each field's rule (doc and constraints), for help texts and docs."""
+    return {f.name: f.metadata["rule"] for f in fields(TrainConfig) if "rule" in f.metadata}
+
+
+@cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value has a field's type: int, float (an int too), str, bool, lists, optional."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # True is an int to Python, never to a config
+        return False
+    if hint is int:
+        return isinstance(value, int)
+    if hint is float:
+        return isinstance(value, (int, float))
+    if hint is str:
+        return isinstance(value, str)
+    return False
+
+
+def _type_name(hint: Any, plural: bool = False) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h, plural) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "absent"
+    if origin is list:
+        return f"{'lists' if plural else 'a list'} of {_type_name(typing.get_args(hint)[0], True)}"
+    if origin is dict:
+        return "tables" if plural else "a table"
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"),
+             str: ("a string", "strings"), bool: ("true or false", "true or false")}
+    return names[hint][plural] if hint in names else str(hint)
+
+
+def _as_floats(value: Any, hint: Any) -> Any:
+    """Integers given for float fields become floats (so saved configs read back the same)."""
+    if isinstance(value, list):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = typing.get_args(args[0])[0] if args and typing.get_origin(args[0]) is list else None
+        return [_as_floats(v, inner) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and float in _leaves(hint) \
+            and int not in _leaves(hint):
+        return float(value)
+    return value
+
+
+def _leaves(hint: Any) -> set[Any]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return set(typing.get_args(hint))
+    return {hint}
+
+
+def _scalars(value: Any) -> list[Any]:
+    """A value's scalar elements (lists of lists flattened)."""
+    if isinstance(value, list):
+        return [s for v in value for s in _scalars(v)]
+    return [value]
+
+
+def check_value(name: str, value: Any, rule: Rule) -> Any:
+    """Check one value outside TrainConfig (a command's own option) by the same rules; return it."""
+    _check_rule(name, value, rule)
+    return value
+
+
+def _check_rule(name: str, value: Any, rule: Rule) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        if rule.nonempty and (not value or any(isinstance(v, list) and not v for v in value)):
+            raise ConfigError(f"{name} must not be empty (got {value!r})")
+    for item in _scalars(value):
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{name} must be a finite number (got {item!r})")
+        if not rule.admits(item):
+            where = f" (got {value!r})" if item is value else f" (element {item!r} in {value!r})"
+            if isinstance(item, str) and rule.choices is None:
+                raise ConfigError(f"{name} must not be empty{where}")
+            raise ConfigError(f"{name} must be {rule.describe()}{where}")
+        if rule.check is not None:
+            rule.check(item)
+
+
+def _check_relations(c: TrainConfig) -> None:
+    """Rules between fields."""
+    from learner.methods import get_method  # the registry may grow at run time
+
+    if get_method(c.method).policy == "random":
+        if not (c.tau_min <= c.local_iters - c.schedule_spread
+                and c.local_iters + c.schedule_spread <= c.tau_max):
+            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
+                              f"[tau_min, tau_max] (got {c.schedule_spread!r})")
+        if c.fusion_rule != "training":
+            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
+            # ± d schedule can cost what uniform costs.
+            raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
+                              f"(got {c.fusion_rule!r})")
+    if not c.tau_min <= c.tau_max:
+        raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
+    if not c.tau_min <= c.local_iters <= c.tau_max:
+        raise ConfigError(f"local_iters must be in [tau_min, tau_max] (got {c.local_iters})")
+    validate_levels(c.cpu_levels)
+    c.deadline = parse_deadline(c.deadline)  # "auto", "none", None or seconds (a float)
+    if c.views is not None and len(set(c.views)) != len(c.views):
+        raise ConfigError(f"views must not repeat a view (got {c.views!r})")
+    if c.availability == "pattern" and c.pattern is None:
+        raise ConfigError("pattern must be given when availability = pattern")
+    if c.dataset == "synthetic" and len(c.synthetic_signal) != len(c.synthetic_dims):
+        raise ConfigError(f"synthetic_signal needs one value per synthetic_dims entry "
+                          f"(got {len(c.synthetic_signal)} for {len(c.synthetic_dims)})")
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
     """Build a config from a dict (a [train] table or top level), rejecting unknown keys."""
     if "train" in data and isinstance(data["train"], dict):
         data = data["train"]
-    known = {f.name: str(f.type) for f in fields(TrainConfig)}
-    for key, value in data.items():
+    known = {f.name for f in fields(TrainConfig)}
+    for key in data:
         if key not in known:
             raise ConfigError(f"{source}: unknown option {key!r}")
-        if not _type_ok(value, known[key]):
-            raise ConfigError(f"{source}: {key} must be {known[key]} (got {value!r})")
-    try:
-        return TrainConfig(**data).validate()
-    except TypeError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _type_ok(value: Any, annotation: str) -> bool:
-    """Whether a TOML/flag value fits a field's annotation (int, float, str, list, or None)."""
-    kinds = [part.strip() for part in annotation.split("|")]
-    if value is None:
-        return "None" in kinds
-    for kind in kinds:
-        if kind == "bool" and isinstance(value, bool):
-            return True
-        if isinstance(value, bool):
-            continue
-        if (kind == "int" and isinstance(value, int)) or (kind == "str" and isinstance(value, str)):
-            return True
-        if kind == "float" and isinstance(value, (int, float)):
-            return True
-        if kind.startswith("list") and isinstance(value, list):
-            return True
-    return False
+    return TrainConfig(**data).validate()
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a TOML config (or defaults) and apply overrides (flags), validated."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such file")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-        if "train" in data and isinstance(data["train"], dict):
-            data = data["train"]
+    data: dict[str, Any] = read_toml(path, ConfigError) if path is not None else {}
+    if "train" in data and isinstance(data["train"], dict):
+        data = data["train"]
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return config_from_dict(data, str(path) if path else "config")

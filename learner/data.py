@@ -1,18 +1,28 @@
-"""Multi-view data sets: the real UCI Multiple Features digits and a controllable synthetic one."""
+"""Multi-view data sets: UCI Multiple Features digits, UEA BasicMotions, a controllable
+synthetic one, and a user's own ``.npz`` (or in-memory mapping) in one simple format."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.lib import format as npformat
 from numpy.typing import NDArray
 
 from learner.errors import ConfigError
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
-DATASETS = ("mfeat", "synthetic")
+BASICMOTIONS_VIEWS = ("acc", "gyro")
+DATASETS = ("mfeat", "synthetic", "basicmotions")
+VIEW_PREFIX = "view_"
+# A user file larger than this (its arrays as stored, read from the npz headers before
+# loading) is refused: the loader holds a float64 copy of each view while standardising.
+MAX_DATASET_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,14 @@ class MultiViewDataset:
     val_labels: NDArray[np.int64]
 
     @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one sample of each view: (d,), (C, T) or (C, H, W)."""
+        return {v: tuple(int(n) for n in self.train[v].shape[1:]) for v in self.views}
+
+    @property
     def dims(self) -> dict[str, int]:
-        """Feature dimension of each view."""
-        return {v: int(self.train[v].shape[1]) for v in self.views}
+        """Input size of each view (the feature dimension of a (N, d) view; C*T, C*H*W else)."""
+        return {v: int(np.prod(shape)) for v, shape in self.shapes.items()}
 
 
 def _stratified_split(labels: NDArray[np.int64], fraction: float,
@@ -63,22 +78,31 @@ def _check_fractions(test_fraction: float, val_fraction: float) -> None:
         raise ConfigError(f"val_fraction must be in [0, 1) (got {val_fraction})")
 
 
-def _finish(name: str, raw: dict[str, NDArray], labels: NDArray, views: tuple[str, ...],
+def _finish(name: str, raw: Mapping[str, NDArray], labels: NDArray, views: tuple[str, ...],
             n_classes: int, test_fraction: float, seed: int,
-            val_fraction: float = 0.1) -> MultiViewDataset:
-    """Split test (stratified, by seed), carve validation from training, standardise."""
+            val_fraction: float = 0.1, split: NDArray | None = None) -> MultiViewDataset:
+    """Split test (stratified, by seed; or as ``split`` says), carve validation from
+    training, standardise with the remaining training samples' statistics.
+
+    (N, d) views are standardised per feature; (N, C, ...) views per channel (over samples and
+    positions), which keeps a convolution's view of the signal's shape intact.
+    """
     _check_fractions(test_fraction, val_fraction)
-    # Separate streams for the test and validation draws: the test split stays what it was
-    # before the validation split existed, for every seed.
-    train_idx, test_idx = _stratified_split(labels, test_fraction, np.random.default_rng(seed))
+    if split is not None:
+        train_idx, test_idx = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+    else:
+        # Separate streams for the test and validation draws: the test split stays what it
+        # was before the validation split existed, for every seed.
+        train_idx, test_idx = _stratified_split(labels, test_fraction, np.random.default_rng(seed))
     fit_pos, val_pos = _stratified_split(labels[train_idx], val_fraction,
                                          np.random.default_rng([seed, 1]))
     train_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
     train, val, test = {}, {}, {}
     for v in views:
         x = raw[v].astype(np.float64)
-        mean = x[train_idx].mean(axis=0)
-        std = x[train_idx].std(axis=0)
+        axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
+        mean = x[train_idx].mean(axis=axes, keepdims=True)
+        std = x[train_idx].std(axis=axes, keepdims=True)
         std = np.where(std > 1e-8, std, 1.0)  # constant features stay at zero
         train[v] = ((x[train_idx] - mean) / std).astype(np.float32)
         val[v] = ((x[val_idx] - mean) / std).astype(np.float32)
@@ -156,17 +180,136 @@ def make_synthetic(n_samples: int = 1200, n_classes: int = 10, dims: Sequence[in
     return _finish("synthetic", raw, labels, names, n_classes, test_fraction, seed, val_fraction)
 
 
-def load_dataset(name: str, views: Sequence[str] | None = None, seed: int = 0,
+def load_basicmotions(views: Sequence[str] | None = None, seed: int = 0,
+                      val_fraction: float = 0.1) -> MultiViewDataset:
+    """UEA BasicMotions (4 activities, 3-axis accelerometer and gyroscope, 100 steps), shipped
+    in the package with its official 40/40 train/test split."""
+    with resources.files("learner").joinpath("data/basicmotions.npz").open("rb") as fh:
+        arrays = _read_npz(fh, "basicmotions.npz")
+    return from_arrays(arrays, views, seed, val_fraction=val_fraction, name="basicmotions")
+
+
+def _read_npz(source: Any, where: str, max_bytes: int = MAX_DATASET_BYTES) -> dict[str, NDArray]:
+    """Every array of an npz, after checking from the headers that it is not too large."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            total = 0
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                with archive.open(info) as member:
+                    version = npformat.read_magic(member)
+                    read_header = (npformat.read_array_header_1_0 if version == (1, 0)
+                                   else npformat.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise ConfigError(f"{where}: key {key!r} holds Python objects; store numbers "
+                                      f"(or fixed-width strings) only")
+                total += int(np.prod(shape)) * dtype.itemsize
+            if total > max_bytes:
+                raise ConfigError(f"{where}: arrays take {total / 1024**3:.1f} GiB, more than the "
+                                  f"{max_bytes / 1024**3:.1f} GiB limit; subsample or reduce it")
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with np.load(source, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ConfigError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ConfigError(f"{where}: not a readable .npz archive ({exc})") from None
+
+
+def load_npz(path: str | Path, views: Sequence[str] | None = None, seed: int = 0,
+             test_fraction: float = 0.2, val_fraction: float = 0.1,
+             max_bytes: int = MAX_DATASET_BYTES) -> MultiViewDataset:
+    """A user's ``.npz`` in the format of :func:`from_arrays` (errors name the file and key)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"dataset {str(p)!r}: no such file")
+    with p.open("rb") as fh:
+        arrays = _read_npz(fh, str(p), max_bytes)
+    return from_arrays(arrays, views, seed, test_fraction, val_fraction, name=p.stem, where=str(p))
+
+
+def from_arrays(arrays: Mapping[str, Any], views: Sequence[str] | None = None, seed: int = 0,
+                test_fraction: float = 0.2, val_fraction: float = 0.1, name: str = "arrays",
+                where: str = "dataset") -> MultiViewDataset:
+    """A data set from arrays: ``labels`` (N,) integers, ``view_<name>`` (N, d), (N, C, T) or
+    (N, C, H, W) per view, optional ``split`` (N,) with 0 train / 1 test (else a stratified
+    split by seed) and optional ``class_names`` (one per class). Labels may be any integers;
+    they are mapped to 0..C-1 in sorted order."""
+    if "labels" not in arrays:
+        raise ConfigError(f"{where}: key 'labels' is missing (an (N,) array of integer classes)")
+    known = {"labels", "split", "class_names"}
+    for key in arrays:
+        if key not in known and not key.startswith(VIEW_PREFIX):
+            raise ConfigError(f"{where}: unknown key {key!r} (views are named "
+                              f"'{VIEW_PREFIX}<name>'; other keys: labels, split, class_names)")
+    labels = np.asarray(arrays["labels"])
+    if labels.ndim != 1 or labels.size == 0:
+        raise ConfigError(f"{where}: key 'labels' must be a non-empty (N,) array "
+                          f"(got shape {labels.shape})")
+    if labels.dtype.kind == "f" and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        labels = labels.astype(np.int64)  # whole numbers saved as floats (e.g. from pandas)
+    if labels.dtype.kind not in "iu":
+        raise ConfigError(f"{where}: key 'labels' must hold integers (got dtype {labels.dtype})")
+    classes, labels = np.unique(labels, return_inverse=True)
+    labels = labels.ravel().astype(np.int64)
+    if classes.size < 2:
+        raise ConfigError(f"{where}: key 'labels' has {classes.size} class; need at least 2")
+    n = labels.size
+    available = tuple(k[len(VIEW_PREFIX):] for k in arrays if k.startswith(VIEW_PREFIX))
+    if not available:
+        raise ConfigError(f"{where}: no view: name each view's array '{VIEW_PREFIX}<name>'")
+    chosen = _select(views, available)
+    raw = {}
+    for v in chosen:
+        key = VIEW_PREFIX + v
+        x = np.asarray(arrays[key])
+        if x.ndim not in (2, 3, 4):
+            raise ConfigError(f"{where}: key {key!r} must be (N, d), (N, C, T) or (N, C, H, W) "
+                              f"(got shape {x.shape})")
+        if x.shape[0] != n:
+            raise ConfigError(f"{where}: key {key!r} has {x.shape[0]} samples but 'labels' has {n}")
+        if x.dtype.kind not in "iufb":
+            raise ConfigError(f"{where}: key {key!r} must hold numbers (got dtype {x.dtype})")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ConfigError(f"{where}: key {key!r} holds NaN or infinite values "
+                              f"({int((~np.isfinite(x)).sum())} of {x.size})")
+        raw[v] = x
+    split = None
+    if "split" in arrays:
+        split = np.asarray(arrays["split"])
+        if split.shape != (n,):
+            raise ConfigError(f"{where}: key 'split' must be (N,) = ({n},) (got shape {split.shape})")
+        if split.dtype.kind not in "iufb" or not np.isin(split, (0, 1)).all():
+            raise ConfigError(f"{where}: key 'split' must hold 0 (train) or 1 (test) only")
+        split = split.astype(np.int64)
+        if not (split == 0).any() or not (split == 1).any():
+            raise ConfigError(f"{where}: key 'split' must mark at least one train (0) and one "
+                              f"test (1) sample")
+    if "class_names" in arrays and np.asarray(arrays["class_names"]).shape != (classes.size,):
+        raise ConfigError(f"{where}: key 'class_names' must have one name per class "
+                          f"({classes.size}; got shape {np.asarray(arrays['class_names']).shape})")
+    return _finish(name, raw, labels, chosen, int(classes.size), test_fraction, seed,
+                   val_fraction, split)
+
+
+def load_dataset(name: str | Mapping[str, Any], views: Sequence[str] | None = None, seed: int = 0,
                  test_fraction: float = 0.2, val_fraction: float = 0.1,
-                 **synthetic_kwargs) -> MultiViewDataset:
-    """Load a data set by name (`mfeat` or `synthetic`; options apply to `synthetic` only).
+                 **synthetic_kwargs: Any) -> MultiViewDataset:
+    """Load a data set: a name (`mfeat`, `basicmotions`, `synthetic`; options apply to
+    `synthetic` only), a path to an ``.npz`` file, or a mapping of arrays (see `from_arrays`).
 
     ``val_fraction`` of the training part (per class) becomes the validation split; 0: none.
     """
+    if isinstance(name, Mapping):
+        return from_arrays(name, views, seed, test_fraction, val_fraction)
+    if name in ("mfeat", "basicmotions") and synthetic_kwargs:
+        raise ConfigError(f"dataset {name!r} takes no options (got {', '.join(synthetic_kwargs)})")
     if name == "mfeat":
-        if synthetic_kwargs:
-            raise ConfigError(f"dataset 'mfeat' takes no options (got {', '.join(synthetic_kwargs)})")
         return load_mfeat(views, seed, test_fraction, val_fraction)
+    if name == "basicmotions":
+        return load_basicmotions(views, seed, val_fraction)
     if name == "synthetic":
         unknown = sorted(set(synthetic_kwargs) - set(SYNTHETIC_OPTIONS))
         if unknown:
@@ -174,4 +317,10 @@ def load_dataset(name: str, views: Sequence[str] | None = None, seed: int = 0,
                               f"(valid: {', '.join(SYNTHETIC_OPTIONS)})")
         return make_synthetic(views=views, seed=seed, test_fraction=test_fraction,
                               val_fraction=val_fraction, **synthetic_kwargs)
-    raise ConfigError(f"dataset must be one of {', '.join(DATASETS)} (got {name!r})")
+    if isinstance(name, (str, Path)) and (str(name).endswith(".npz") or Path(name).is_file()):
+        if synthetic_kwargs:
+            raise ConfigError(f"dataset {str(name)!r} takes no options "
+                              f"(got {', '.join(synthetic_kwargs)})")
+        return load_npz(name, views, seed, test_fraction, val_fraction)
+    raise ConfigError(f"dataset must be one of {', '.join(DATASETS)} or a path to an .npz file "
+                      f"(got {name!r})")

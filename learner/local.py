@@ -28,8 +28,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from learner.generator import Generator
-from learner.models import Network, common_logits, encode, fuse
-from metrics.variation import parameter_variation
+from learner.models import Network, common_logits, fuse
 
 
 @dataclass
@@ -85,13 +84,14 @@ class Optimizer:
                 if p.grad is None:
                     continue
                 m = mask.view(-1, *([1] * (p.dim() - 1)))
-                grad = p.grad + self.weight_decay * p
+                # In place on one temporary: at 10,000 devices a block tensor is ~300 MB.
+                step = p.grad.add(p, alpha=self.weight_decay).mul_(m)
                 buf = self.buffers.get(id(p))
                 if buf is None:
                     buf = torch.zeros_like(p)
                     self.buffers[id(p)] = buf
-                buf.mul_(torch.where(m > 0, self.momentum, 1.0)).add_(grad * m)
-                p.sub_(self.lr * buf * m)
+                buf.mul_(torch.where(m > 0, self.momentum, 1.0)).add_(step)
+                p.sub_(torch.mul(buf, m, out=step).mul_(self.lr))
 
 
 @dataclass
@@ -114,15 +114,32 @@ class LocalResult:
 
 def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
     """One modality block's parameters as a (K, P) array, one row per device."""
-    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1).numpy().copy()
+    tensors = [t.detach().reshape(t.shape[0], -1) for t in block.values()]
+    out = np.empty((tensors[0].shape[0], sum(t.shape[1] for t in tensors)), np.float32)
+    at = 0
+    for t in tensors:  # straight into one array: no (K, P) intermediate at 10,000 devices
+        out[:, at:at + t.shape[1]] = t.numpy()
+        at += t.shape[1]
+    return out
 
 
 def measure_variation(start: list[NDArray[np.float32]], end: list[NDArray[np.float32]],
                       tau: NDArray[np.int64]) -> NDArray[np.float64]:
-    """v[k, m] = ||end - start|| / (||start|| tau[k, m]) (metrics.variation), nan where tau is 0."""
+    """v[k, m] = ||end - start|| / (||start|| tau[k, m]) (metrics.variation), nan where tau is 0.
+
+    metrics.variation.parameter_variation's rule, vectorised over devices (row norms in float64).
+    """
     K, M = tau.shape
-    return np.array([[parameter_variation(start[m][k], end[m][k], int(tau[k, m])) for m in range(M)]
-                     for k in range(K)], dtype=np.float64)
+    v = np.full((K, M), np.nan)
+    change, norm = np.zeros(K), np.zeros(K)
+    for m in range(M):
+        for r in range(0, K, 256):  # row chunks: float64 copies of a few MB, not of (K, P)
+            s, e = start[m][r:r + 256].astype(np.float64), end[m][r:r + 256].astype(np.float64)
+            change[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", e - s, e - s))
+            norm[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", s, s))
+        t = tau[:, m]
+        v[:, m] = np.where(t > 0, change / (np.where(norm > 0, norm, 1.0) * np.maximum(t, 1)), np.nan)
+    return v
 
 
 def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds: NDArray[np.bool_],
@@ -168,10 +185,10 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                 specifics.append(None)
                 continue
             if updating[:, m].any():
-                c, s = encode(net.blocks[m], data.views[m][idx])
+                c, s = net.encode(m, data.views[m][idx])
             else:
                 with torch.no_grad():
-                    c, s = encode(net.blocks[m], data.views[m][idx])
+                    c, s = net.encode(m, data.views[m][idx])
             # The batched encoder computes every device's rows; a simulated device uses only
             # the rows of passes it runs: others are replaced by zeros (no value or gradient
             # reaches anything), and a forward-only pass ("all" rule) sends no gradient back.
@@ -246,9 +263,9 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         shared_mask = torch.as_tensor(device_on, dtype=torch.float32)
         opt.step(list(net.shared.values()), shared_mask)
         losses.append(float(loss.detach()) / max(int(device_on.sum()), 1))
-    end = [flatten_block(b) for b in net.blocks]
     for p in net.parameters():
-        p.grad = None
+        p.grad = None  # before the end snapshot, so gradients and snapshots never coexist
+    end = [flatten_block(b) for b in net.blocks]
     mean_loss = float(np.mean(losses)) if losses else float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(forward_passes > 0, confidence / forward_passes, np.nan)

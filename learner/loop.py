@@ -20,12 +20,14 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from learner import clock
 from learner.config import TrainConfig
 from learner.data import MultiViewDataset, load_dataset
 from learner.energy import EnergyProfile, make_profile
 from learner.errors import ConfigError
+from learner.evaluate import eval_devices, evaluate
 from learner.generator import Generator, train_generator
-from learner.gossip import gossip_average, metropolis_weights
+from learner.gossip import Mixing, gossip_average, mixing
 from learner.local import (
     LocalData,
     LocalResult,
@@ -36,13 +38,13 @@ from learner.local import (
     ogm_ge_modulation,
 )
 from learner.methods import MethodSpec, get_method
-from learner.models import Network, predict
+from learner.models import Network
 from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
-from metrics.accuracy import accuracy
 from metrics.balance import balance
-from metrics.energy import budget_limit_j, fits_budget
+from metrics.energy import budget_limit_j, fits_budget, round_cycles
 from metrics.variation import SpeedTracker
+from userio import progress
 
 
 @dataclass
@@ -60,11 +62,20 @@ class RoundState:
     backward_j: NDArray[np.float64]
     comm_j: NDArray[np.float64]
     active: NDArray[np.bool_]
-    adjacency: NDArray[np.bool_]
+    adjacency: Any  # (K, K) bool, scipy.sparse CSR (a dense one would be K x K)
     tau_min: int
     tau_max: int
     local_iters: int
     last_tau: NDArray[np.int64]
+    # Time and frequency (learner/clock.py): planning cycles per sample folded like forward_j /
+    # backward_j (which are at f_max), CPU levels (K, L) ascending, comm time (K,), deadline.
+    cpu_hz: NDArray[np.float64] | None = None  # (K,) f_max
+    cpu_levels_hz: NDArray[np.float64] | None = None
+    cycles_forward: NDArray[np.float64] | None = None
+    cycles_backward: NDArray[np.float64] | None = None
+    batch_size: int = 1
+    comm_time_s: NDArray[np.float64] | None = None
+    deadline_s: float | None = None
 
 
 @dataclass
@@ -80,6 +91,7 @@ class PolicyDecision:
     info: dict[str, Any] = field(default_factory=dict)
     dropped: list[int] = field(default_factory=list)
     predicted_progress: NDArray[np.float64] | None = None
+    cpu_hz: NDArray[np.float64] | None = None  # (K,) one of each device's levels; None: f_max
 
 
 class Policy(Protocol):
@@ -102,6 +114,19 @@ def uniform_policy(state: RoundState) -> PolicyDecision:
                           dropped)
 
 
+def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
+    """Uniform tau, each device at its lowest CPU level that meets the round deadline."""
+    decision = uniform_policy(state)
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    cycles = round_cycles(decision.tau, state.holds, state.batch_size, state.cycles_forward,
+                          state.cycles_backward)
+    decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
+                                                 state.deadline_s)
+    decision.info["policy"] = "uniform-dvfs"
+    return decision
+
+
 @dataclass
 class Setup:
     """Everything built once before the first round."""
@@ -116,6 +141,7 @@ class Setup:
     generator: Generator | None
     profile: EnergyProfile
     battery_j: NDArray[np.float64]
+    deadline_s: float | None = None  # the round deadline (learner/clock.py), None: no deadline
 
 
 def build(config: TrainConfig) -> Setup:
@@ -136,12 +162,19 @@ def build(config: TrainConfig) -> Setup:
                                   config.seed)
     topology = make_topology(config.topology, K, config.seed, p=config.topology_p,
                              radius_m=config.topology_radius_m)
-    net = Network.create(K, [data.dims[v] for v in data.views], data.n_classes, config.hidden,
-                         config.embed, config.feature, config.seed)
+    encoders = config.encoders or {}
+    for v in encoders:
+        if v not in data.views:
+            raise ConfigError(f"encoders names view {v!r}, which this run does not use "
+                              f"(views: {', '.join(data.views)})")
+    net = Network.create(K, [data.shapes[v] for v in data.views], data.n_classes, config.hidden,
+                         config.embed, config.feature, config.seed,
+                         encoders=[encoders.get(v, "auto") for v in data.views], views=data.views)
     generator = Generator.create(K, data.n_classes, config.feature, seed=config.seed) \
         if method.kd else None
     profile = make_profile(holds, net.block_sizes(), net.shared_size(), topology,
-                           config.batch_size, config.seed, fusion_rule=config.fusion_rule)
+                           config.batch_size, config.seed, fusion_rule=config.fusion_rule,
+                           block_cycles=net.block_cycles(), cpu_levels=config.cpu_levels)
     if config.battery_j is not None:
         battery = np.full(K, float(config.battery_j))
     else:
@@ -149,7 +182,10 @@ def build(config: TrainConfig) -> Setup:
         # same energy and uniform spends all of it.
         uniform = profile.round_cost(np.where(holds, config.local_iters, 0), holds)
         battery = config.battery_scale * config.rounds * uniform
-    return Setup(config, method, data, parts, holds, topology, net, generator, profile, battery)
+    uniform_time = clock.round_time_s(
+        profile.device_time_s(np.where(holds, config.local_iters, 0), holds), holds.any(axis=1))
+    return Setup(config, method, data, parts, holds, topology, net, generator, profile, battery,
+                 clock.resolve_deadline(config.deadline, uniform_time))
 
 
 @dataclass
@@ -173,7 +209,8 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             from learner.schedules import RandomSchedule  # imports this module
 
             policy = RandomSchedule(config.schedule_spread, config.seed)
-        policy = policy or uniform_policy
+        policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
+                            else uniform_policy)
         trainer = Trainer.create(s)
         battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
         last_tau = np.zeros(s.holds.shape, np.int64)
@@ -189,9 +226,10 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
             tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
-            log.drop(t, active, _overspending(s, tau, battery, active))
+            cpu = clock.check_cpu_hz(decision.cpu_hz, s.profile.levels_hz())  # None: f_max
+            log.drop(t, active, _overspending(s, tau, battery, active, cpu))
             tau[~active] = 0
-            cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
+            cost = np.where(active, s.profile.round_cost(tau, s.holds, cpu), 0.0)
             t0 = time.perf_counter()
             local = trainer.local_training(tau, active)             # deltas, per-modality tau
             trainer.tracker.update(trainer.signal(local))           # v -> speeds for next round
@@ -203,9 +241,13 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             trainer.update_generator(talking)                       # KD: train + gossip G
             log.train_s_round = time.perf_counter() - t0
             log.train_s += log.train_s_round
-            executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking)
+            executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking,
+                                                cpu)
             log.record(t, decision, tau, speed, local, cost, executed, battery, active,
-                       evaluate(s, active, trainer.test_views, s.data.test_labels))
+                       evaluate(s, active, trainer.test_views, s.data.test_labels,
+                                devices=eval_devices(config, t, active)))
+            del local  # its (K, P) snapshots must not live through the next round's training
+            log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
@@ -278,11 +320,10 @@ class Trainer:
         s = self.setup
         if s.generator is None or not active.any():
             return
-        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"], s.topology.adjacency,
-                        active, s.config.generator_steps, s.config.batch_size,
-                        s.config.generator_lr, self.gen)
-        _gossip_tensors(list(s.generator.params.values()),
-                        metropolis_weights(s.topology.adjacency, active))
+        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"],
+                        s.topology.neighbor_table, active, s.config.generator_steps,
+                        s.config.batch_size, s.config.generator_lr, self.gen)
+        _gossip_tensors(list(s.generator.params.values()), mixing(s.topology.neighbor_table, active))
 
 
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
@@ -292,7 +333,16 @@ def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[n
     return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
                       s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
                       s.profile.comm_j.copy(), active.copy(),
-                      s.topology.adjacency.copy(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy())
+                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy(),
+                      *_clock_state(s))
+
+
+def _clock_state(s: Setup) -> tuple[Any, ...]:
+    """RoundState's time-and-frequency fields (copies), in field order."""
+    p = s.profile
+    cycles = p.planning_cycles() if p.cycles_forward is not None else (None, None)
+    comm = p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz)
+    return (p.cpu_hz.copy(), p.levels_hz().copy(), *cycles, p.batch_size, comm, s.deadline_s)
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
@@ -305,9 +355,10 @@ def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
 
 
 def _overspending(s: Setup, tau: NDArray[np.int64], battery: NDArray[np.float64],
-                  active: NDArray[np.bool_]) -> dict[int, str]:
+                  active: NDArray[np.bool_], cpu_hz: NDArray[np.float64] | None = None,
+                  ) -> dict[int, str]:
     """Active devices given a tau their battery cannot pay (a policy's mistake, reported)."""
-    cost = s.profile.round_cost(tau, s.holds)
+    cost = s.profile.round_cost(tau, s.holds, cpu_hz)
     broke = active & (tau.max(axis=1) > 0) & ~fits_budget(cost, battery)
     return {int(k): f"policy's tau costs {cost[k]:.4g} J, battery has {battery[k]:.4g} J"
             for k in np.flatnonzero(broke)}
@@ -327,6 +378,8 @@ class RunLog:
         self.train_s_round = 0.0
         self.executed_j = np.zeros(s.holds.shape[0])  # cumulative, from executed passes
         self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
+        self.sim_time_s = 0.0  # simulated clock (learner/clock.py)
+        self.deadline_misses = 0
 
     @property
     def last(self) -> dict[str, Any]:
@@ -373,6 +426,7 @@ class RunLog:
             "round": t, "accuracy": evals["accuracy"], "consensus_accuracy": evals["consensus"],
             **{f"acc_{v}": evals["modality"][v] for v in views},
             "loss": local.loss, "active_devices": int(active.sum()),
+            "evaluated_devices": evals["evaluated"],
             "energy_used_j": float((s.battery_j - battery).sum()), "energy_left_j": float(battery.sum()),
             "executed_energy_j": float(self.executed_j.sum()),
             "policy_time_s": self.policy_s_round, "train_time_s": self.train_s_round,
@@ -383,6 +437,21 @@ class RunLog:
                                  f"in PolicyDecision fields)")
             row[f"policy_{key}" if key in row else key] = value
         self.round_rows.append(row)
+
+    def record_clock(self, cpu_hz: NDArray[np.float64], device_time_s: NDArray[np.float64],
+                     active: NDArray[np.bool_]) -> None:
+        """Add the round's simulated time to the rows just recorded: per device its frequency
+        and time, per round its duration (slowest active device) and the cumulative clock."""
+        s = self.setup
+        round_time = clock.round_time_s(device_time_s, active)
+        self.sim_time_s += round_time
+        late = active & (device_time_s > 0) & ~clock.meets_deadline(device_time_s, s.deadline_s)
+        self.deadline_misses += int(late.sum())
+        ks, _ = np.nonzero(s.holds)
+        for row, k in zip(self.rows[len(self.rows) - len(ks):], ks):
+            row.update(cpu_hz=float(cpu_hz[k]), time_s=float(device_time_s[k]))
+        self.last.update(round_time_s=round_time, sim_time_s=self.sim_time_s,
+                         late_devices=int(late.sum()))
 
     def result(self, wall_time_s: float) -> RunResult:
         """The tables and the summary."""
@@ -401,6 +470,10 @@ class RunLog:
                 "accuracy": self.validation["accuracy"],
                 "consensus_accuracy": self.validation["consensus"],
                 "modality_accuracy": dict(self.validation["modality"])},
+            "eval_every": s.config.eval_every, "eval_devices": s.config.eval_devices,
+            "evaluated_devices": final["evaluated_devices"],
+            "sim_time_s": self.sim_time_s, "deadline_s": s.deadline_s,
+            "deadline_misses": self.deadline_misses,
         }
         return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
 
@@ -423,7 +496,7 @@ def _as_decision(out: PolicyDecision | NDArray[np.integer[Any]]) -> PolicyDecisi
     return PolicyDecision(np.asarray(out, dtype=np.int64))
 
 
-def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -> None:
+def _gossip_tensors(tensors: list[torch.Tensor], weights: Mixing) -> None:
     """One gossip step on each stacked (K, ...) tensor, in place."""
     with torch.no_grad():
         for p in tensors:
@@ -432,57 +505,20 @@ def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -
 
 def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:
     """Each modality block among its active holders; shared blocks among all active devices."""
-    adj = s.topology.adjacency
+    table = s.topology.neighbor_table
     for m, block in enumerate(s.net.blocks):
-        _gossip_tensors(list(block.values()), metropolis_weights(adj, s.holds[:, m] & active))
-    _gossip_tensors(list(s.net.shared.values()), metropolis_weights(adj, active))
-
-
-def consensus_network(s: Setup, active: NDArray[np.bool_]) -> Network:
-    """The modality-wise network average: each block over its (active) holders, shared over all."""
-    def mean(t: torch.Tensor, rows: NDArray[np.bool_]) -> torch.Tensor:
-        rows = rows if rows.any() else np.ones_like(rows)
-        return t.detach()[torch.as_tensor(rows)].mean(0, keepdim=True)
-
-    blocks = [{k: mean(t, s.holds[:, m] & active if (s.holds[:, m] & active).any()
-                       else s.holds[:, m]) for k, t in b.items()}
-              for m, b in enumerate(s.net.blocks)]
-    shared = {k: mean(t, active) for k, t in s.net.shared.items()}
-    return Network(blocks, shared, s.net.n_classes, s.net.feature)
-
-
-def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor],
-             labels: NDArray[np.int64]) -> dict[str, Any]:
-    """Device accuracy (own model, own views), consensus accuracy, unimodal accuracies on the
-    given inputs (test or validation views and labels)."""
-    y = labels
-    logits = predict(s.net, test_views, torch.as_tensor(s.holds))
-    device = np.array([accuracy(logits[k], y) for k in range(s.holds.shape[0])])
-    consensus = consensus_network(s, active)
-    M = s.holds.shape[1]
-    acc_all = accuracy(predict(consensus, test_views, torch.ones(1, M, dtype=torch.bool))[0], y)
-    modality = {}
-    for m, v in enumerate(s.data.views):
-        only = torch.zeros(1, M, dtype=torch.bool)
-        only[0, m] = True
-        modality[v] = accuracy(predict(consensus, test_views, only)[0], y)
-    return {"device": np.where(active, device, np.nan),
-            "accuracy": float(device[active].mean()) if active.any() else float("nan"),
-            "consensus": acc_all, "modality": modality}
+        _gossip_tensors(list(block.values()), mixing(table, s.holds[:, m] & active))
+    _gossip_tensors(list(s.net.shared.values()), mixing(table, active))
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:
-    if not enabled:
-        return lambda *_: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="rounds", unit="round", leave=False)
+    bar = progress(total, "rounds", "round", enabled)
 
     def update(t: int | None, acc: float, energy: float) -> None:
         if t is None:
             bar.close()
             return
-        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}")
+        bar.set_postfix(acc=f"{acc:.3f}", energy_j=f"{energy:.3g}", refresh=False)
         bar.update(1)
 
     return update

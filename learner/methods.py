@@ -20,7 +20,7 @@ class MethodSpec:
     decomposition: bool  # difference + similarity + common-classifier losses
     kd: bool  # conditional generator knowledge distillation
     modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
-    policy: str = "uniform"  # "uniform", "random" (RandomSchedule) or "external" (passed in)
+    policy: str = "uniform"  # "uniform", "random" (RandomSchedule), "uniform-dvfs", or "external"
     dropout: bool = False  # modality dropout at config.dropout_rate (unless modality_dropout set)
     description: str = ""
 
@@ -48,6 +48,12 @@ _METHODS: dict[str, MethodSpec] = {
     "dmml-kd-balance-dropout": MethodSpec("dmml-kd-balance-dropout", decomposition=True, kd=True,
                                           policy="external", dropout=True,
                                           description="the allocator on top of modality dropout"),
+    "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
+                               description="dmml-kd, each device at its lowest CPU level meeting "
+                               "the round deadline"),
+    "dmml-kd-balance-dvfs": MethodSpec("dmml-kd-balance-dvfs", decomposition=True, kd=True,
+                                       policy="external", description="the allocator setting tau "
+                                       "and CPU level under the deadline, on uniform-dvfs's energy"),
 }
 
 
@@ -68,9 +74,9 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
     if spec.modulation not in (None, "ogm-ge"):
         raise ConfigError(f"method {spec.name!r}: modulation must be None or 'ogm-ge' "
                           f"(got {spec.modulation!r})")
-    if spec.policy not in ("uniform", "random", "external"):
-        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'random' or "
-                          f"'external' (got {spec.policy!r})")
+    if spec.policy not in ("uniform", "random", "uniform-dvfs", "external"):
+        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'random', "
+                          f"'uniform-dvfs' or 'external' (got {spec.policy!r})")
     _METHODS[spec.name] = spec
     return spec
 

@@ -13,6 +13,8 @@ from numpy.typing import ArrayLike, NDArray
 # Plausible defaults for a mobile device (used by generators and the learner's accounting).
 DEFAULT_CAPACITANCE = 1e-28  # kappa, effective switched capacitance (J / (Hz^2 * cycle))
 DEFAULT_NOISE_PSD_W_PER_HZ = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz thermal noise
+DEFAULT_BATCH_SIZE = 32  # samples per local iteration when a problem does not say
+BACKWARD_CYCLES_FACTOR = 2.0  # a backward/update pass costs twice the forward pass
 
 # The one energy-feasibility tolerance: a cost fits a budget when cost <= budget (1 + RTOL) + ATOL.
 # Relative, because budgets are float sums (a battery sized for exactly k rounds must pay the
@@ -29,6 +31,34 @@ def budget_limit_j(budget_j: ArrayLike) -> NDArray[np.float64]:
 def fits_budget(cost_j: ArrayLike, budget_j: ArrayLike) -> NDArray[np.bool_]:
     """Whether each cost is payable from its budget, under the one shared tolerance."""
     return np.asarray(cost_j, float) <= budget_limit_j(budget_j)
+
+
+# The one time-feasibility tolerance (the same shape as the energy rule): a round time fits a
+# deadline when time <= deadline (1 + TIME_RTOL) + TIME_ATOL_S.
+TIME_RTOL = 1e-9
+TIME_ATOL_S = 1e-12
+
+
+def deadline_limit_s(deadline_s: ArrayLike) -> NDArray[np.float64]:
+    """The longest round time that counts as within ``deadline_s`` (the shared tolerance)."""
+    return np.asarray(deadline_s, float) * (1 + TIME_RTOL) + TIME_ATOL_S
+
+
+def fits_deadline(time_s: ArrayLike, deadline_s: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each round time meets its deadline, under the one shared tolerance."""
+    return np.asarray(time_s, float) <= deadline_limit_s(deadline_s)
+
+
+def round_cycles(
+    tau: ArrayLike, holds: ArrayLike, batch_size: ArrayLike, cycles_forward: ArrayLike,
+    cycles_backward: ArrayLike,
+) -> NDArray[np.float64]:
+    """CPU cycles of a round per device: C = B (L sum_m c_f + sum_m tau c_b), L = max_m tau.
+
+    The cycle count behind both the computation energy kappa f^2 C and the time C / f.
+    """
+    per_batch = computation_energy_j(tau, holds, cycles_forward, cycles_backward)
+    return np.asarray(batch_size, float) * per_batch
 
 
 def cheapest_round_j(

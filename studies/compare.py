@@ -14,8 +14,10 @@ import pandas as pd
 import tomli_w
 
 from learner.config import TrainConfig
+from studies import style
 from studies.outputs import atomic_dir
 from studies.spec import StudyError
+from userio import progress
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
                    "modality-dropout")
@@ -79,12 +81,12 @@ def _validation_columns(val: dict[str, Any] | None) -> dict[str, float]:
             "val_weakest_view_accuracy": min(accs.values())}
 
 
-def _tqdm(it, total: int, enabled: bool):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc="runs", unit="run", leave=False)
+def _tqdm(it: Any, total: int, enabled: bool) -> Any:
+    bar = progress(total, "runs", "run", enabled)
+    for item in it:
+        yield item
+        bar.update(1)
+    bar.close()
 
 
 def final_table(finals: pd.DataFrame) -> pd.DataFrame:
@@ -157,13 +159,9 @@ def paired_table(paired: pd.DataFrame, metrics: tuple[str, ...] = HEADLINE_METRI
 
 def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views: list[str]) -> list[Path]:
     """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = style.apply()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     history = history.copy()
@@ -183,10 +181,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
         if ax is not np.atleast_1d(axes)[-1]:
             ax.get_legend().remove() if ax.get_legend() else None
     fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(style.save(fig, out / "curves.png"))
     balanced = rows[rows["method"] == "dmml-kd-balance"]
     if not balanced.empty:
         table = balanced[balanced["tau"] > 0].pivot_table(index="device", columns="modality",
@@ -197,10 +192,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
                     cbar_kws={"label": "mean tau per round"})
         ax.set_title("dmml-kd-balance: local iterations")
         fig.tight_layout()
-        path = out / "tau_heatmap.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(style.save(fig, out / "tau_heatmap.png"))
     return paths
 
 

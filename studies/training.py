@@ -24,6 +24,13 @@ def policy_for(config: TrainConfig) -> Any:
     """The allocation policy a method needs (None: the learner's uniform policy)."""
     if get_method(config.method).policy != "external":
         return None
+    if config.method == "dmml-kd-balance-dvfs":  # tau and CPU level (issue 9): studies/dvfs.py
+        from studies.dvfs import DvfsAllocatorPolicy
+
+        return DvfsAllocatorPolicy(method=config.solver,
+                                   scope=config.scope, delta=config.delta, mu=config.mu,
+                                   budget_rule=config.budget_rule,
+                                   time_limit=config.solver_time_limit)
     from studies.policies import AllocatorPolicy
 
     return AllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,

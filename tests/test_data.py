@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.data import MFEAT_VIEWS, MultiViewDataset, load_dataset
+from learner.data import BASICMOTIONS_VIEWS, MFEAT_VIEWS, MultiViewDataset, load_dataset
 from learner.errors import ConfigError
 from learner.partition import dirichlet_partition, modality_availability
 
@@ -252,3 +256,175 @@ def test_pattern_availability_is_cycled() -> None:
 def test_availability_config_errors(kwargs, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         modality_availability(4, ["a", "b"], **kwargs)
+
+
+# --- the user data format (.npz / mapping) -------------------------------------------------
+
+
+def _user_arrays(n: int = 60, seed: int = 0) -> dict[str, np.ndarray]:
+    """A small valid data set: a tabular view, a (C, T) view, a (C, H, W) view, labels 3/7/9."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([3, 7, 9])[np.arange(n) % 3]
+    return {"labels": labels, "view_tab": rng.normal(size=(n, 5)),
+            "view_ts": rng.normal(size=(n, 2, 16)).astype(np.float32),
+            "view_img": rng.integers(0, 255, size=(n, 1, 6, 6)).astype(np.uint8)}
+
+
+def test_user_npz_round_trip(tmp_path) -> None:
+    # Independent truth: standardisation computed here by hand from the raw arrays and the
+    # file's own split (val_fraction 0, so the split is exactly the file's).
+    arrays = _user_arrays()
+    split = (np.arange(60) % 4 == 0).astype(np.int8)  # 15 test, 45 train
+    path = tmp_path / "mine.npz"
+    np.savez(path, split=split, class_names=np.array(["three", "seven", "nine"]), **arrays)
+    data = load_dataset(str(path), val_fraction=0.0)
+    assert data.name == "mine" and data.views == ("tab", "ts", "img") and data.n_classes == 3
+    assert data.shapes == {"tab": (5,), "ts": (2, 16), "img": (1, 6, 6)}
+    assert data.dims == {"tab": 5, "ts": 32, "img": 36}
+    # Labels 3, 7, 9 become classes 0, 1, 2 (sorted order).
+    np.testing.assert_array_equal(data.train_labels,
+                                  np.searchsorted([3, 7, 9], arrays["labels"][split == 0]))
+    np.testing.assert_array_equal(data.test_labels, np.searchsorted([3, 7, 9],
+                                                                    arrays["labels"][split == 1]))
+    tab = arrays["view_tab"]
+    mean, std = tab[split == 0].mean(0), tab[split == 0].std(0)
+    np.testing.assert_allclose(data.train["tab"], (tab[split == 0] - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(data.test["tab"], (tab[split == 1] - mean) / std, atol=1e-5)
+    ts = arrays["view_ts"].astype(np.float64)
+    mean_c = ts[split == 0].mean(axis=(0, 2))[None, :, None]  # per channel, over time too
+    std_c = ts[split == 0].std(axis=(0, 2))[None, :, None]
+    np.testing.assert_allclose(data.test["ts"], (ts[split == 1] - mean_c) / std_c, atol=1e-5)
+    assert data.train["img"].dtype == np.float32 and data.train["img"].shape == (45, 1, 6, 6)
+    # The same arrays in memory give the same data set; a view subset keeps its order.
+    again = load_dataset({**arrays, "split": split}, ["ts", "tab"], val_fraction=0.0)
+    assert again.views == ("ts", "tab")
+    np.testing.assert_array_equal(again.train["ts"], data.train["ts"])
+
+
+def test_user_npz_without_split_is_stratified_with_validation(tmp_path) -> None:
+    arrays = _user_arrays(n=90)
+    data = load_dataset(arrays, seed=2)
+    assert len(data.test_labels) == 18 and (np.bincount(data.test_labels) == 6).all()
+    assert (np.bincount(data.val_labels) == 2).all()  # 10 % of 24 per class
+    assert len(data.train_labels) == 90 - 18 - 6
+    # Float labels holding whole numbers are accepted (pandas often writes them so).
+    floats = load_dataset({**arrays, "labels": arrays["labels"].astype(float)}, seed=2)
+    np.testing.assert_array_equal(floats.train_labels, data.train_labels)
+
+
+def _write_npz_header_only(path, key: str, shape: tuple[int, ...]) -> None:
+    """An npz whose member claims a huge array (header only): refused before loading."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{key}.npy", buf.getvalue())  # magic + header, no data
+        good = io.BytesIO()
+        np.save(good, np.zeros(shape[0], np.int64))
+        zf.writestr("labels.npy", good.getvalue())
+
+
+def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file path, what the one-line message must contain)."""
+    good = _user_arrays()
+    cases: dict[str, tuple[dict, str]] = {
+        "no_labels": ({k: v for k, v in good.items() if k != "labels"}, "key 'labels' is missing"),
+        "lengths": ({**good, "view_ts": good["view_ts"][:50]},
+                    "key 'view_ts' has 50 samples but 'labels' has 60"),
+        "no_view": ({"labels": good["labels"]}, "no view"),
+        "nan": ({**good, "view_tab": np.where(np.eye(60, 5) > 0, np.nan, good["view_tab"])},
+                "key 'view_tab' holds NaN or infinite"),
+        "inf": ({**good, "view_ts": np.full((60, 2, 16), np.inf, np.float32)},
+                "key 'view_ts' holds NaN or infinite"),
+        "float_labels": ({**good, "labels": good["labels"] + 0.5}, "key 'labels' must hold integers"),
+        "text_labels": ({**good, "labels": np.array(["a", "b"] * 30)}, "key 'labels' must hold integers"),
+        "one_class": ({**good, "labels": np.zeros(60, int)}, "need at least 2"),
+        "bad_rank": ({**good, "view_tab": np.zeros(60)}, "key 'view_tab' must be (N, d)"),
+        "unknown_key": ({**good, "veiw_x": np.zeros((60, 2))}, "unknown key 'veiw_x'"),
+        "bad_split": ({**good, "split": np.full(60, 2)}, "key 'split' must hold 0"),
+    }
+    out: dict[str, tuple[Path, str]] = {}
+    for name, (arrays, message) in cases.items():
+        path = tmp / f"{name}.npz"
+        np.savez(path, **arrays)
+        out[name] = (path, message)
+    (tmp / "text.npz").write_text("labels,view_a\n1,2\n")
+    out["not_npz"] = (tmp / "text.npz", "not a readable .npz")
+    np.savez(tmp / "objects.npz", labels=np.arange(60) % 2,
+             view_a=np.array([object()] * 60, dtype=object))
+    out["objects"] = (tmp / "objects.npz", "key 'view_a' holds Python objects")
+    _write_npz_header_only(tmp / "huge.npz", "view_big", (2_000_000, 50_000))
+    out["huge"] = (tmp / "huge.npz", "more than the")
+    out["missing_file"] = (tmp / "absent.npz", "no such file")
+    return out
+
+
+def test_broken_files_refused_in_python(tmp_path) -> None:
+    for name, (path, message) in _bad_files(tmp_path).items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_dataset(str(path))
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, **_user_arrays())
+    with pytest.raises(ConfigError, match=r"unknown view 'nope' \(valid: tab, ts, img\)"):
+        load_dataset(str(ok), ["tab", "nope"])
+    with pytest.raises(ConfigError, match="dataset must be one of .* or a path to an .npz"):
+        load_dataset("mnist")
+
+
+def test_broken_files_refused_by_the_command_line(tmp_path, cli) -> None:
+    # Each broken file through `dmmlkd train`: exit 2, one line naming the key, no traceback,
+    # and the --out folder is never created.
+    files = _bad_files(tmp_path)
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, **_user_arrays())
+    runs = [(str(path), [], message) for path, message in files.values()]
+    runs.append((str(ok), ["--views", "tab,absent"], "unknown view 'absent'"))
+    for dataset, extra, message in runs:
+        out = tmp_path / "out"
+        code, stdout, err = cli("train", "--dataset", dataset, "--devices", "2", "--rounds", "1",
+                                "--quiet", "--out", str(out), *extra)
+        assert code == 2, (dataset, err)
+        assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+        assert stdout == "" and not out.exists()
+
+
+def test_broken_file_refused_in_a_real_process(tmp_path) -> None:
+    # The same as a user runs it, in its own process (one case: a process start costs seconds;
+    # every case goes through the same CLI path in the test above).
+    path, message = _bad_files(tmp_path)["nan"]
+    proc = subprocess.run([sys.executable, "-m", "studies.cli", "train", "--dataset", str(path),
+                           "--devices", "2", "--rounds", "1", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# --- BasicMotions --------------------------------------------------------------------------
+
+
+def test_basicmotions_shipped_with_its_official_split() -> None:
+    with resources.files("learner").joinpath("data/basicmotions.npz").open("rb") as fh:
+        raw = dict(np.load(fh))
+    assert raw["view_acc"].shape == raw["view_gyro"].shape == (80, 3, 100)
+    np.testing.assert_array_equal(raw["split"], np.repeat([0, 1], 40))
+    assert (np.bincount(raw["labels"][:40]) == 10).all() and (np.bincount(raw["labels"][40:]) == 10).all()
+    assert list(raw["class_names"]) == ["Standing", "Running", "Walking", "Badminton"]
+    data = load_dataset("basicmotions")
+    assert data.views == BASICMOTIONS_VIEWS and data.shapes == {"acc": (3, 100), "gyro": (3, 100)}
+    assert len(data.test_labels) == 40 and len(data.val_labels) == 4 and len(data.train_labels) == 36
+    # The test split is the archive's TEST part (in file order, standardised per channel).
+    acc = raw["view_acc"].astype(np.float64)
+    train_rows = np.concatenate([data.train["acc"], data.val["acc"]])
+    assert train_rows.shape[0] == 40
+    order = np.argsort(raw["labels"][40:], kind="stable")
+    np.testing.assert_array_equal(data.test_labels[order], raw["labels"][40:][order])
+    z = data.test["acc"].astype(np.float64)
+    for c in range(3):  # per channel an increasing affine map of the raw values
+        slope, _ = np.polyfit(acc[40:, c].ravel(), z[:, c].ravel(), 1)
+        assert slope > 0
+        np.testing.assert_allclose(np.corrcoef(acc[40:, c].ravel(), z[:, c].ravel())[0, 1], 1.0,
+                                   atol=1e-6)

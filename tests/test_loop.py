@@ -96,9 +96,9 @@ def test_dropped_device_stops_training_and_gossiping() -> None:
     cfg = synthetic(rounds=3)
     original = loop.evaluate
 
-    def spy(s, active, *args):
+    def spy(s, active, *args, **kwargs):
         seen.append([t.detach()[1].clone() for t in s.net.parameters()])
-        return original(s, active, *args)
+        return original(s, active, *args, **kwargs)
 
     loop.evaluate = spy
     try:

@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 import tomllib
 
+from userio import MANIFEST
+
 TINY = ["--dataset", "synthetic", "--devices", "3", "--rounds", "2", "--quiet"]
 
 
@@ -17,7 +19,7 @@ def test_train_writes_config_rounds_and_summary(cli, tmp_path: Path) -> None:
     code, stdout, err = cli("train", *TINY, "--out", str(out))
     assert code == 0, err
     assert {p.name for p in out.iterdir()} == {"config.toml", "rounds.parquet", "history.csv",
-                                               "summary.json"}
+                                               "summary.json", MANIFEST}
     summary = json.loads((out / "summary.json").read_text())
     for key in ("method", "rounds", "accuracy", "consensus_accuracy", "modality_accuracy",
                 "energy_used_j", "dropped_devices", "wall_time_s", "policy_time_s", "train_time_s"):
@@ -47,14 +49,14 @@ def test_flags_override_the_config_file(cli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args,message", [
     (["--views", "fac,nope"], "unknown view 'nope'"),
-    (["--alpha", "0"], "alpha must be > 0"),
-    (["--alpha", "-1"], "alpha must be > 0"),
+    (["--alpha", "0"], "alpha must be in (0, 1e9]"),
+    (["--alpha", "-1"], "alpha must be in (0, 1e9]"),
     (["--devices", "900"], "devices=900 need"),
     (["--topology", "torus", "--devices", "7"], "torus needs"),
     (["--topology", "mesh"], "topology must be one of"),
     (["--method", "magic"], "method must be one of"),
     (["--missing-rate", "1.5"], "missing_rate must be in [0, 1)"),
-    (["--devices", "1"], "devices must be >= 2"),
+    (["--devices", "1"], "devices must be in [2, 100000]"),
     (["--config", "does-not-exist.toml"], "no such file"),
 ])
 def test_bad_values_exit_2_with_one_line(cli, tmp_path: Path, args: list[str], message: str) -> None:

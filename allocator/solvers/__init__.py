@@ -25,16 +25,25 @@ def _exact(problem: Problem, **options: object) -> Allocation:
     return solve_exact(problem, **options)
 
 
+def _at_roomiest(problem: Problem, alloc: Allocation) -> Allocation:
+    """Re-score a baseline solved at fixed levels on the problem with levels."""
+    return Allocation(problem, alloc.tau, method=alloc.method, status=alloc.status,
+                      solve_time_s=alloc.solve_time_s, info=alloc.info)
+
+
 def _proportional(problem: Problem, **options: object) -> Allocation:
     from allocator.solvers.proportional import solve_proportional
 
-    return solve_proportional(problem, **options)
+    # Baselines know no levels: each device runs at its roomiest level.
+    return _at_roomiest(problem, solve_proportional(
+        problem.at_levels(problem.roomiest_levels()), **options))
 
 
 def _uniform(problem: Problem, **options: object) -> Allocation:
     from allocator.solvers.uniform import solve_uniform
 
-    return solve_uniform(problem, **options)
+    return _at_roomiest(problem, solve_uniform(
+        problem.at_levels(problem.roomiest_levels()), **options))
 
 
 # Method name -> solver. A new method is one file in this folder and one line here.
@@ -60,4 +69,22 @@ def solve(
         raise ProblemError(f"time_limit must be > 0 (got {time_limit})")
     if not 0 <= mip_gap < 1:
         raise ProblemError(f"mip_gap must be in [0, 1) (got {mip_gap})")
-    return METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
+    alloc = METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
+    return verified(alloc, mip_gap)
+
+
+def verified(alloc: Allocation, mip_gap: float) -> Allocation:
+    """The allocation checked by the problem's own arithmetic: repaired when a device breaks
+    its budget or deadline, and ``optimal`` only while the gap to the bound is within mip_gap."""
+    from allocator.repair import infeasible_devices, repair
+
+    problem = alloc.problem
+    if infeasible_devices(problem, alloc.tau).size:
+        fixed = Allocation(problem, repair(problem, alloc.tau), method=alloc.method,
+                           status=alloc.status, bound=alloc.bound,
+                           solve_time_s=alloc.solve_time_s, build_time_s=alloc.build_time_s,
+                           info={**alloc.info, "repaired": True})
+        alloc = fixed
+    if alloc.status == "optimal" and not alloc.gap <= mip_gap:
+        alloc.status = "feasible"
+    return alloc

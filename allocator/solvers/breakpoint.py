@@ -6,6 +6,9 @@ modality attaining it keeps its count), so it spends no more energy, overshoots 
 no more, and is feasible. Hence the optimum is among the M x (tau_max - tau_min + 1) candidates
 z = v_m t, each completed by tau(z). Devices are independent in this scope, so the whole network
 is one vectorised sweep over the candidates.
+
+With CPU levels the same argument holds at each level (a level only changes the energy cap and
+the price of energy), so the sweep runs once per level and each device keeps its best level.
 """
 
 from __future__ import annotations
@@ -16,11 +19,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from allocator.problem import Problem
-from allocator.result import ENERGY_RTOL, Allocation
+from allocator.result import Allocation
 
 
 def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Optimal tau (K, M) of every device and its objective contribution (K,).
+    """Optimal tau (K, M) of every device and its objective contribution (K,), over its levels."""
+    caps = problem.level_caps()
+    best_tau = np.zeros(problem.holds.shape, np.int64)
+    best_val = np.full(problem.n_devices, -np.inf)
+    for level in range(caps.cap.shape[1]):
+        scale = np.nan_to_num(caps.scale[:, level], nan=1.0)
+        tau, value = _best_at(problem, caps.cap[:, level], scale)
+        better = value > best_val
+        best_tau[better], best_val[better] = tau[better], value[better]
+    return best_tau, best_val
+
+
+def _best_at(problem: Problem, limit: NDArray[np.float64], energy_price: NDArray[np.float64]
+             ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Best table of every device when its (top-level) computation energy must stay below
+    ``limit`` and costs ``energy_price`` times its value in the tie-break (-inf: infeasible).
 
     Streams over the candidates (modality j, count t): for each, every device holding j gets
     z = v_j t, its completed table, energy and value, and keeps the best so far. Counts grow
@@ -32,8 +50,7 @@ def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.
     speed = problem.speed
     # (1 - 1e-9) keeps the modality defining the floor at exactly its own count under ceil().
     inv_speed = np.where(holds, (1 - 1e-9) / np.where(holds, speed, 1.0), 0.0)
-    limit = problem.budget * (1 + ENERGY_RTOL) + 1e-12 - problem.comm_energy
-    eps = problem.epsilon / problem.energy_scale
+    eps_all = problem.epsilon / problem.energy_scale * energy_price
     one_delta, mu = 1.0 + problem.delta, problem.mu
     best_val = np.full(K, -np.inf)
     best_tau = np.full((K, M), float(tmin))
@@ -41,7 +58,7 @@ def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.
         rows = np.flatnonzero(holds[:, j])
         inv_r, eb_r = inv_speed[rows], problem.backward_energy[rows]
         fwd_r, sp_r, lim_r = problem.forward_sum[rows], speed[rows], limit[rows]
-        w_r, v_j = problem.weight[rows], speed[rows, j]
+        w_r, v_j, eps = problem.weight[rows], speed[rows, j], eps_all[rows]
         for t in range(tmin, tmax + 1):
             floor = v_j * t
             tau = np.ceil(floor[:, None] * inv_r)  # unheld columns: 0 -> tau_min, no cost
@@ -53,7 +70,7 @@ def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.
                 if not ok.any():
                     break
                 rows, inv_r, eb_r, fwd_r, sp_r = rows[ok], inv_r[ok], eb_r[ok], fwd_r[ok], sp_r[ok]
-                lim_r, w_r, v_j = lim_r[ok], w_r[ok], v_j[ok]
+                lim_r, w_r, v_j, eps = lim_r[ok], w_r[ok], v_j[ok], eps[ok]
                 floor, tau, energy = floor[ok], tau[ok], energy[ok]
             # Unheld columns have speed 0, so their overshoot is negative and clipped away.
             over = tau * sp_r - (one_delta * floor)[:, None]

@@ -48,33 +48,52 @@ def _configure(h: highspy.Highs, time_limit: float | None, mip_gap: float) -> No
 
 
 def _warm_start(h: highspy.Highs, solver: Highs, built: BuiltModel, problem: Problem,
-                tau: np.ndarray) -> None:
-    """Give HiGHS a complete feasible point (tau, L, floors, slacks) derived from tau."""
-    ev = evaluate(problem, tau)
+                tau: np.ndarray, level: np.ndarray | None = None) -> None:
+    """Give HiGHS a complete feasible point (tau, L, levels, floors, slacks) derived from tau.
+
+    ``problem`` is the one the model was built for; ``level`` (per device) overrides the level
+    its own arithmetic would choose (templates do not carry the real deadline).
+    """
+    tau = np.asarray(tau, float)
+    holds = problem.holds
+    progress = np.where(holds, problem.speed * tau, 0.0)
     mdl = built.model
     var_map = solver._pyomo_var_to_solver_var_map
     index, value = [], []
     for k, m in built.pairs:
         index.append(var_map[id(mdl.tau[k, m])])
         value.append(float(tau[k, m]))
+    local = np.where(holds, tau, 0.0).max(axis=1)
     for k in range(problem.n_devices):
         index.append(var_map[id(mdl.L[k])])
-        value.append(float(tau[k].max()))
+        value.append(float(local[k]))
+    if problem.has_levels:
+        if level is None:
+            level = problem.operating_point(tau).level
+        top = local * problem.forward_sum + (np.where(holds, tau, 0.0)
+                                             * problem.backward_energy).sum(axis=1)
+        for k in range(problem.n_devices):
+            for lv in mdl.LV:
+                chosen = int(lv) == int(level[k])
+                index += [var_map[id(mdl.y[k, lv])], var_map[id(mdl.x[k, lv])]]
+                value += [1.0 if chosen else 0.0, float(top[k]) if chosen else 0.0]
     one_delta = 1.0 + problem.delta
     if problem.scope == "device":
+        floor = np.where(holds, progress, np.inf).min(axis=1)
         for k in range(problem.n_devices):
             index.append(var_map[id(mdl.z[k])])
-            value.append(float(ev.floor[k]))
+            value.append(float(floor[k]))
         for k, m in built.pairs:
             index.append(var_map[id(mdl.s[k, m])])
-            value.append(max(0.0, float(ev.progress[k, m] - one_delta * ev.floor[k])))
+            value.append(max(0.0, float(progress[k, m] - one_delta * floor[k])))
     else:
-        z = float(ev.floor[0])
+        net = progress.sum(axis=0) / np.maximum(problem.holders, 1)
+        z = float(min(net[m] for m in mdl.Mh))
         index.append(var_map[id(mdl.z)])
         value.append(z)
         for m in mdl.Mh:
             index.append(var_map[id(mdl.s[m])])
-            value.append(max(0.0, float(ev.network_progress[m] - one_delta * z)))
+            value.append(max(0.0, float(net[m] - one_delta * z)))
     h.setSolution(len(index), np.asarray(index, np.int32), np.asarray(value, float))
 
 
@@ -98,18 +117,40 @@ def _infeasibility_error(problem: Problem) -> ProblemError:
     return ProblemError("the allocation MILP is infeasible (energy constraint)")
 
 
+def _template(n_held: int, n_levels: int, like: Problem) -> Problem:
+    """A one-device problem of the given shape; the model's coefficients are overwritten."""
+    fields: dict[str, object] = dict(
+        modalities=tuple(f"m{j}" for j in range(n_held)), devices=("template",),
+        holds=np.ones((1, n_held), bool), speed=np.ones((1, n_held)),
+        comm_energy=np.zeros(1), budget=np.full(1, 1e9), weight=np.ones(1), scope="device",
+        tau_min=like.tau_min, tau_max=like.tau_max, delta=like.delta, mu=like.mu,
+        epsilon=like.epsilon,
+    )
+    if n_levels and like.has_levels:
+        fields.update(cpu_levels_hz=[np.arange(1.0, n_levels + 1)],
+                      cycles_forward=np.ones((1, n_held)), cycles_backward=np.ones((1, n_held)),
+                      capacitance=np.ones(1), batch_size=np.ones(1))
+    else:
+        fields.update(forward_energy=np.ones((1, n_held)), backward_energy=np.ones((1, n_held)))
+    return Problem(**fields)  # type: ignore[arg-type]
+
+
 def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
+    from allocator.model import level_data
     from allocator.solvers.breakpoint import device_best_tables
 
     t0 = time.perf_counter()
     # An optimal start (breakpoint enumeration); HiGHS is left to prove it device by device.
     warm, warm_value = device_best_tables(problem)
+    warm_level = problem.operating_point(warm).level
     deadline = None if time_limit is None else t0 + time_limit
     tau = warm.copy()
-    shapes: dict[int, tuple[Problem, BuiltModel, Highs, list[int]]] = {}
+    shapes: dict[int, tuple[BuiltModel, Highs, list[int]]] = {}
     build_s = 0.0
     bound_total, proven, solved, highs_total = 0.0, True, 0, 0.0
-    one = problem.subset([0])
+    eps = problem.epsilon / problem.energy_scale
+    scale, cap = level_data(problem)
+    n_levels = problem.n_levels if problem.has_levels else 0
     for k in range(problem.n_devices):
         held = np.flatnonzero(problem.holds[k])
         remaining = None if deadline is None else deadline - time.perf_counter()
@@ -122,44 +163,44 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
         key = held.size
         if key not in shapes:
             tb = time.perf_counter()
-            # A template device holding `key` modalities; its coefficients are overwritten below.
-            template = one.with_(
-                modalities=tuple(f"m{j}" for j in range(key)),
-                holds=np.ones((1, key), bool),
-                speed=np.ones((1, key)), forward_energy=np.ones((1, key)),
-                backward_energy=np.ones((1, key)), comm_energy=np.zeros(1),
-                budget=np.full(1, 1e9), weight=np.ones(1),
-            )
+            template = _template(key, n_levels, problem)
             built = build_model(template, mutable=True)
             solver = Highs()
             solver.set_instance(built.model)
-            shapes[key] = (template, built, solver, _column_index(solver, built))
+            shapes[key] = (built, solver, _column_index(solver, built))
             build_s += time.perf_counter() - tb
-        template, built, solver, cols = shapes[key]
+        built, solver, cols = shapes[key]
         mdl = built.model
         for j, m in enumerate(held):
             mdl.v[0, j] = float(problem.speed[k, m])
             mdl.eb[0, j] = float(problem.backward_energy[k, m])
         mdl.F[0] = float(problem.forward_sum[k])
-        mdl.cap[0] = float(problem.compute_budget[k])
+        mdl.cap[0] = float(cap[k, 0]) if not n_levels else 1e9
         mdl.w[0] = float(problem.weight[k])
-        mdl.eps = problem.epsilon / problem.energy_scale
+        # The energy tie-break is normalised by the whole network's budget, not this device's.
+        mdl.eps = eps
+        for lv in range(n_levels):
+            mdl.lscale[0, lv] = float(scale[k, lv])
+            mdl.lcap[0, lv] = float(cap[k, lv])
         solver.update_parameters()
         h = _highs_of(solver)
         _configure(h, remaining, mip_gap)
-        device_problem = problem.subset([k])
-        sub = device_problem.with_(
-            modalities=tuple(f"m{j}" for j in range(key)),
-            holds=np.ones((1, key), bool), speed=problem.speed[k:k + 1, held],
-            forward_energy=problem.forward_energy[k:k + 1, held],
-            backward_energy=problem.backward_energy[k:k + 1, held],
-        )
-        # The energy tie-break is normalised by the whole network's budget, not this device's.
-        _warm_start(h, solver, built, sub, warm[k:k + 1, held])
+        sub = problem.subset([k])
+        held_view = _device_view(sub, held, scale[k], cap[k], n_levels)
+        _warm_start(h, solver, built, held_view, warm[k:k + 1, held],
+                    level=warm_level[k:k + 1] if n_levels else None)
         status, values, bound = _run(h)
         if values is None:
             raise _infeasibility_error(problem.subset([k]))
-        tau[k, held] = np.rint(values[cols]).astype(np.int64)
+        candidate = warm[k].copy()
+        candidate[held] = np.rint(values[cols]).astype(np.int64)
+        # HiGHS accepts points within its feasibility tolerance (about 1e-7 absolute on the
+        # energy row): keep its table only when the problem's own arithmetic accepts it and it
+        # is no worse than the (exact, checked) breakpoint table.
+        one = problem.subset([k]).with_(energy_norm_j=problem.energy_scale)
+        if not violations(one, candidate[None]) and (
+                evaluate(one, candidate[None]).objective >= evaluate(one, warm[k:k + 1]).objective):
+            tau[k] = candidate
         highs_total += h.getInfo().objective_function_value
         proven &= status == "Optimal"
         bound_total += bound if math.isfinite(bound) else math.inf
@@ -170,9 +211,25 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
                        solve_time_s=elapsed - build_s, build_time_s=build_s,
                        info={"decomposition": "per device", "devices_solved_by_highs": solved,
                              "highs_objective": highs_total})
-    if status == "optimal" and alloc.gap > mip_gap + 1e-9:
+    if status == "optimal" and alloc.gap > mip_gap:
         alloc.status = "feasible"
     return alloc
+
+
+def _device_view(sub: Problem, held: np.ndarray, scale: np.ndarray, cap: np.ndarray,
+                 n_levels: int) -> Problem:
+    """Device k restricted to its held modalities, in the template's shape (for the warm start)."""
+    if not n_levels:
+        return sub.with_(modalities=tuple(f"m{j}" for j in range(held.size)),
+                         holds=np.ones((1, held.size), bool), speed=sub.speed[:, held],
+                         forward_energy=sub.forward_energy[:, held],
+                         backward_energy=sub.backward_energy[:, held])
+    assert sub.cycles_forward is not None and sub.cycles_backward is not None
+    return sub.with_(modalities=tuple(f"m{j}" for j in range(held.size)),
+                     holds=np.ones((1, held.size), bool), speed=sub.speed[:, held],
+                     forward_energy=None, backward_energy=None,
+                     cycles_forward=sub.cycles_forward[:, held],
+                     cycles_backward=sub.cycles_backward[:, held])
 
 
 def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:

@@ -50,18 +50,36 @@ def device_subproblems(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Each device's relaxed best response to progress prices: fractional tau (K, M), value (K,).
 
-    ``unit_price[m]`` is the value of one unit of v * tau on modality m (pi_m / n_m).
+    ``unit_price[m]`` is the value of one unit of v * tau on modality m (pi_m / n_m). With CPU
+    levels each device takes its best level (the maximum of the per-level relaxations).
     """
+    caps = problem.level_caps()
+    best_tau = np.zeros(problem.holds.shape)
+    best_val = np.full(problem.n_devices, -np.inf)
+    for level in range(caps.cap.shape[1]):
+        price = np.nan_to_num(caps.scale[:, level], nan=1.0)
+        tau, value = _subproblem_at(problem, unit_price, caps.cap[:, level], price)
+        better = value > best_val
+        best_tau[better], best_val[better] = tau[better], value[better]
+    return best_tau, best_val
+
+
+def _subproblem_at(
+    problem: Problem, unit_price: NDArray[np.float64], cap: NDArray[np.float64],
+    energy_price: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The relaxed best response when the top-level computation energy must stay <= ``cap``
+    and its tie-break price is ``energy_price`` times the plain one (value -inf: infeasible)."""
     holds = problem.holds
-    eps = problem.epsilon / problem.energy_scale
+    eps = (problem.epsilon / problem.energy_scale * energy_price)[:, None]
     eb = problem.backward_energy
     gain = np.where(holds, unit_price[None, :] * problem.speed - eps * eb, 0.0)  # per iteration
     steps = _steps(problem)
     tmin = problem.tau_min
     # Remaining compute budget after tau_min everywhere, for each local-iteration count L.
-    base = problem.compute_budget - tmin * eb.sum(axis=1)
+    base = cap - tmin * eb.sum(axis=1)
     room = base[:, None] - steps[None, :] * problem.forward_sum[:, None]  # (K, T)
-    feasible = room >= -1e-12 * np.maximum(1.0, problem.budget[:, None])
+    feasible = room >= 0
     cap = steps - tmin  # extra units per modality allowed by L
     # Items worth buying, best ratio first (the order does not depend on L).
     useful = holds & (gain > 0)
@@ -363,7 +381,10 @@ def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
         raise ValueError("the Lagrangian heuristic solves the network scope")
     start = time.perf_counter()
     dual = minimise_dual(problem)
-    tau = improve(problem, round_down(problem, dual.tau_fractional))
+    # With CPU levels: repair and search at each device's roomiest level (the tie-break alone
+    # never pays for a smaller room); the reported level is then the cheapest that fits.
+    fixed = problem.at_levels(problem.roomiest_levels())
+    tau = improve(fixed, round_down(fixed, dual.tau_fractional))
     elapsed = time.perf_counter() - start
     return Allocation(
         problem,

@@ -3,70 +3,128 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import dataclass
 from typing import Any
+
+COMPARE_KEYS = ("methods", "seeds", "jobs", "reference")  # what a [compare] table may hold
+MAX_SEEDS = 10_000
+MAX_JOBS = 1024
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `compare`."""
     p = sub.add_parser("compare", help="compare learning methods over seeds (tables + figures)")
-    p.add_argument("--config", default=None, help="TOML: a [train] table (+ optional [compare])")
+    p.add_argument("--config", default=None,
+                   help="TOML: a [train] table (+ optional [compare] with methods, seeds, jobs)")
     p.add_argument("--methods", default=None,
                    help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance,"
                         "random-schedule,modality-dropout)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 2)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds: 0, 1, ... (default 2)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default 2)")
-    p.add_argument("--out", default="runs/compare", help="output folder")
+    p.add_argument("--out", default="runs/compare",
+                   help="output folder (new, empty, or written by dmmlkd before)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--reference", default=None,
                    help="method the others are paired against in paired.csv (default dmml-kd)")
     for flag, kind in (("--dataset", str), ("--views", str), ("--devices", int), ("--rounds", int),
                        ("--local-iters", int), ("--alpha", float), ("--missing-rate", float),
                        ("--topology", str), ("--solver", str), ("--scope", str),
-                       ("--battery", float)):
+                       ("--battery", float), ("--deadline", str)):
         p.add_argument(flag, type=kind, default=None)
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run every method x seed, write tables and figures, print the final table."""
-    import tomllib
+@dataclass
+class CompareOptions:
+    """Methods, seeds and worker processes of a comparison, checked."""
 
-    from learner.config import load_config
-    from studies.compare import DEFAULT_METHODS, default_jobs, run_comparison, write_comparison
+    methods: list[str]
+    seeds: list[int]
+    jobs: int
+
+
+def compare_options(section: dict[str, Any], methods_flag: str | None, seeds_flag: int | None,
+                    jobs_flag: int | None, default_jobs: int, source: str) -> CompareOptions:
+    """Flags over the [compare] table over defaults; ConfigError naming the option otherwise."""
+    from learner.config import SEED_LIMIT, Rule, check_value
+    from learner.errors import ConfigError
+    from learner.methods import get_method
+    from studies.compare import DEFAULT_METHODS
+
+    unknown = sorted(set(section) - set(COMPARE_KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown option 'compare.{unknown[0]}' "
+                          f"(valid: {', '.join(COMPARE_KEYS)})")
+    if methods_flag is not None:
+        methods: Any = [m.strip() for m in methods_flag.split(",")]
+    else:
+        methods = section.get("methods", list(DEFAULT_METHODS))
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"methods must be a list of names (got {methods!r})")
+    check_value("methods", methods, Rule("methods", nonempty=True))
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if repeated:
+        raise ConfigError(f"methods must not repeat a method (got {repeated[0]!r} twice)")
+    for m in methods:
+        get_method(m)
+    seeds: Any = seeds_flag if seeds_flag is not None else section.get("seeds", 2)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        check_value("seeds", seeds, Rule("number of seeds", low=1, high=MAX_SEEDS))
+        seeds = list(range(seeds))
+    elif isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool)
+                                         for s in seeds):
+        check_value("seeds", seeds, Rule("seeds", low=0, high=SEED_LIMIT, high_open=True,
+                                         nonempty=True))
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds must not repeat a seed (got {seeds!r})")
+    else:
+        raise ConfigError(f"seeds must be a number of seeds or a list of seeds (got {seeds!r})")
+    jobs: Any = jobs_flag if jobs_flag is not None else section.get("jobs", default_jobs)
+    if not isinstance(jobs, int) or isinstance(jobs, bool):
+        raise ConfigError(f"jobs must be an integer (got {jobs!r})")
+    check_value("jobs", jobs, Rule("worker processes", low=1, high=MAX_JOBS))
+    return CompareOptions(methods, seeds, jobs)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, run every method x seed, write tables and figures, print the table."""
+    from learner.config import config_from_dict
+    from learner.errors import ConfigError
+    from learner.resources import check_memory
+    from studies.compare import default_jobs
+    from userio import check_out_dir, read_toml
 
     overrides = {"dataset": args.dataset, "devices": args.devices, "rounds": args.rounds,
                  "local_iters": args.local_iters, "alpha": args.alpha,
                  "missing_rate": args.missing_rate, "topology": args.topology,
-                 "solver": args.solver, "scope": args.scope, "battery_j": args.battery}
-    if args.views:
-        overrides["views"] = [v.strip() for v in args.views.split(",") if v.strip()]
-    section: dict[str, Any] = {}
-    if args.config:
-        from pathlib import Path
+                 "solver": args.solver, "scope": args.scope, "battery_j": args.battery,
+                 "deadline": args.deadline}
+    if args.views is not None:
+        overrides["views"] = [v.strip() for v in args.views.split(",")]
+    data = read_toml(args.config, ConfigError) if args.config else {}
+    section = data.get("compare", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{args.config}: [compare] must be a table")
+    train = data["train"] if isinstance(data.get("train"), dict) else \
+        {k: v for k, v in data.items() if k != "compare"}
+    source = args.config or "config"
+    base = config_from_dict({**train, **{k: v for k, v in overrides.items() if v is not None}},
+                            source)
+    options = compare_options(section, args.methods, args.seeds, args.jobs, default_jobs(), source)
+    check_memory(base, runs=len(options.methods) * len(options.seeds), processes=options.jobs)
+    check_out_dir(args.out)
+    from studies.compare import run_comparison, write_comparison  # torch: after the checks
 
-        section = tomllib.loads(Path(args.config).read_text()).get("compare", {}) \
-            if Path(args.config).is_file() else {}
-    base = load_config(args.config, overrides)
-    methods = (args.methods.split(",") if args.methods
-               else section.get("methods", list(DEFAULT_METHODS)))
-    n_seeds = args.seeds or section.get("seeds", 2)
-    seeds = list(range(n_seeds)) if isinstance(n_seeds, int) else list(n_seeds)
-    from learner.methods import get_method
-
-    for m in methods:
-        get_method(m)
-    reference = args.reference or section.get("reference", "dmml-kd")
-    if reference not in methods:
+    reference: str | None = args.reference or section.get("reference", "dmml-kd")
+    if reference not in options.methods:
         if args.reference or "reference" in section:
-            from studies.spec import StudyError
-
-            raise StudyError(f"reference {reference!r} is not among the methods "
-                             f"({', '.join(methods)})")
+            raise ConfigError(f"reference {reference!r} is not among the methods "
+                              f"({', '.join(options.methods)})")
         reference = None  # the default reference is not compared: no paired table
-    jobs = args.jobs or default_jobs()
-    history, rows, finals = run_comparison(base, methods, seeds, jobs,
-                                           progress=sys.stderr.isatty())
-    table = write_comparison(args.out, base, methods, seeds, history, rows, finals, reference)
-    print(f"{len(methods)} methods x {len(seeds)} seeds, results in {args.out}/\n")
+    history, rows, finals = run_comparison(base, options.methods, options.seeds, options.jobs,
+                                           progress=not args.quiet)
+    table = write_comparison(args.out, base, options.methods, options.seeds, history, rows, finals,
+                             reference)
+    print(f"{len(options.methods)} methods x {len(options.seeds)} seeds, results in {args.out}/\n")
     print(table)
     return 0

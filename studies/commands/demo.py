@@ -18,8 +18,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `demo`."""
     p = sub.add_parser("demo", help="the main job: learning-plus-allocation comparison on mfeat, "
                        "then an allocation comparison")
-    p.add_argument("--out", default="runs/demo", help="output folder of the learning comparison")
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--out", default="runs/demo", help="output folder of the learning comparison "
+                   "(new, empty, or written by dmmlkd before)")
+    p.add_argument("--seeds", type=int, default=2, help="number of seeds: 0, 1, ... (default 2)")
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--missing-rate", type=float, default=0.0,
@@ -28,6 +29,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--alloc-devices", type=int, default=200)
     p.add_argument("--time-limit", type=float, default=10.0)
     p.add_argument("--skip-learning", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
 
 
@@ -55,25 +57,32 @@ def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run both parts and print their tables."""
-    import sys
+    """Check every option and --out, then run both parts and print their tables."""
+    from learner.config import Rule, TrainConfig, check_value
+    from learner.resources import check_memory
+    from studies.commands.compare import compare_options
+    from studies.compare import DEFAULT_METHODS, default_jobs
+    from userio import check_out_dir
 
+    check_value("alloc_devices", args.alloc_devices, Rule("devices", low=1, high=100_000))
+    check_value("time_limit", args.time_limit, Rule("seconds", low=0, low_open=True, high=1e6))
     t0 = time.perf_counter()
     if not args.skip_learning:
-        from learner.config import TrainConfig
-        from studies.compare import DEFAULT_METHODS, default_jobs, run_comparison, write_comparison
-
         base = TrainConfig(dataset="mfeat", views=["fac", "zer"], devices=args.devices,
                            rounds=args.rounds, alpha=0.5,
                            missing_rate=args.missing_rate).validate()
+        options = compare_options({}, ",".join(DEFAULT_METHODS), args.seeds, args.jobs,
+                                  default_jobs(), "demo")
+        check_memory(base, runs=len(options.methods) * len(options.seeds), processes=options.jobs)
+        check_out_dir(args.out)
+        from studies.compare import run_comparison, write_comparison
+
         print(f"[1/2] learning + allocation on mfeat (fac strong, zer weak), {args.devices} "
               f"devices (CPUs 0.5-2 GHz), alpha 0.5, {args.missing_rate:.0%} views missing, "
               f"{args.rounds} rounds, {args.seeds} seeds, same battery ...", flush=True)
-        history, rows, finals = run_comparison(base, list(DEFAULT_METHODS),
-                                               list(range(args.seeds)),
-                                               args.jobs or default_jobs(),
-                                               progress=sys.stderr.isatty())
-        table = write_comparison(args.out, base, list(DEFAULT_METHODS), list(range(args.seeds)),
+        history, rows, finals = run_comparison(base, options.methods, options.seeds, options.jobs,
+                                               progress=not args.quiet)
+        table = write_comparison(args.out, base, options.methods, options.seeds,
                                  history, rows, finals)
         print(table)
         print(f"\nfigures: {args.out}/figures/ (curves.png, tau_heatmap.png); "

@@ -42,12 +42,20 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
         f"imbalance (max/min progress): worst device {_fmt(s['imbalance_device'], '.3f')}, "
         f"mean device {_fmt(s['imbalance_device_mean'], '.3f')}, "
         f"network {_fmt(s['imbalance_network'], '.3f')}",
+    ]
+    if p.has_levels:
+        deadline = "none" if p.deadline_s is None else f"{p.deadline_s:.4g} s"
+        lines.append(f"round time (slowest device) {_fmt(s['round_time_s'], '.4g')} s, "
+                     f"deadline {deadline}")
+    lines += [
         "",
     ]
     width = max(6, *(len(m) for m in p.modalities))
     name_w = max(6, *(len(d) for d in p.devices[:max_devices]))
     header = f"{'device':<{name_w}} " + " ".join(f"{m:>{width}}" for m in p.modalities)
-    lines.append(header + f" {'energy_J':>10} {'budget_J':>10}")
+    timed = p.has_levels
+    lines.append(header + f" {'energy_J':>10} {'budget_J':>10}"
+                 + (f" {'cpu_GHz':>8} {'time_s':>10}" if timed else ""))
     for k in range(min(p.n_devices, max_devices)):
         cells = [
             f"{allocation.tau[k, j]:>{width}d}" if p.holds[k, j] else f"{'-':>{width}}"
@@ -56,6 +64,7 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
         lines.append(
             f"{p.devices[k]:<{name_w}} " + " ".join(cells)
             + f" {allocation.energy[k]:>10.4g} {p.budget[k]:>10.4g}"
+            + (f" {allocation.cpu_hz[k] / 1e9:>8.3f} {allocation.time_s[k]:>10.4g}" if timed else "")
         )
     if p.n_devices > max_devices:
         lines.append(f"... {p.n_devices - max_devices} more devices (use --format csv for all)")

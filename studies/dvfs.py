@@ -1,0 +1,121 @@
+"""The allocator choosing tau AND CPU frequency each round (`dmml-kd-balance-dvfs`).
+
+Each round's problem is `studies.policies.build_problem`'s (members, measured speeds, budgets),
+extended with the time/frequency model of issue 9 (`allocator.Problem` fields ``cpu_levels_hz``,
+``cycles_forward``/``cycles_backward``, ``batch_size``, ``capacitance``, ``comm_time_s``,
+``deadline_s``). The round budget of a device is what the allocator-free control `uniform-dvfs`
+spends on it this round (uniform tau at its lowest level meeting the deadline), capped by the
+battery's even share: the allocator redistributes the control's energy over modalities and
+levels, so it never spends more than the control and never runs past the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from allocator import Problem, solve
+from learner import clock
+from learner.loop import PolicyDecision, RoundState, uniform_dvfs_policy
+from metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
+from studies.policies import build_problem
+
+
+def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """What `uniform-dvfs` would spend this round per device (J) and at which frequency (Hz)."""
+    decision = uniform_dvfs_policy(state)
+    assert decision.cpu_hz is not None and state.cpu_hz is not None
+    scale = clock.energy_scale(decision.cpu_hz, state.cpu_hz)
+    compute = computation_energy_j(decision.tau, state.holds, state.forward_j, state.backward_j)
+    trains = decision.tau.max(axis=1) > 0
+    return np.where(trains, scale * compute + state.comm_j, 0.0), decision.cpu_hz
+
+
+def build_dvfs_problem(state: RoundState, scope: str = "device",
+                       delta: float = 0.1, mu: float = 5.0, epsilon: float = 1e-3,
+                       budget_rule: str = "even",
+                       ) -> tuple[Problem | None, NDArray[np.int64], list[int], NDArray[np.int64]]:
+    """The round's problem with levels and deadline.
+
+    Returns (problem or None, member indices, dropped devices, late devices): a late device
+    cannot fit tau_min before the deadline even at f_max; it is left out of the problem and
+    runs tau_min at f_max (the loop logs it as late).
+    """
+    base, members, dropped = build_problem(state, scope, delta, mu, epsilon, budget_rule)
+    if base is None:
+        return None, members, dropped, np.zeros(0, np.int64)
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    cheapest = round_cycles(np.where(state.holds, state.tau_min, 0), state.holds,
+                            state.batch_size, state.cycles_forward, state.cycles_backward)
+    fastest = clock.device_time_s(cheapest, np.asarray(state.cpu_levels_hz).max(axis=1),
+                                  state.comm_time_s)
+    on_time = clock.meets_deadline(fastest, state.deadline_s)[members]
+    late, members = members[~on_time], members[on_time]
+    if members.size == 0:
+        return None, members, dropped, late
+    control, _ = control_round_energy(state)
+    # The control's energy, within the battery's share (base.budget is aligned with members).
+    budget = np.minimum(base.budget[on_time], control[members])
+    problem = Problem(
+        modalities=base.modalities, devices=tuple(state.devices[k] for k in members),
+        holds=np.asarray(state.holds, bool)[members], speed=_speeds(state)[members],
+        comm_energy=np.asarray(state.comm_j, float)[members],
+        budget=budget, scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
+        delta=delta, mu=mu, epsilon=epsilon, deadline_s=state.deadline_s,
+        cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
+        cycles_forward=np.asarray(state.cycles_forward, float)[members],
+        cycles_backward=np.asarray(state.cycles_backward, float)[members],
+        batch_size=float(state.batch_size),
+        capacitance=np.full(members.size, DEFAULT_CAPACITANCE),
+        comm_time_s=np.asarray(state.comm_time_s, float)[members],
+    )
+    return problem, members, dropped, late
+
+
+def _speeds(state: RoundState) -> NDArray[np.float64]:
+    """Measured speeds, with the same guard for unmeasured modalities as build_problem."""
+    holds = np.asarray(state.holds, bool)
+    speed = np.asarray(state.speed, float)
+    return np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))
+
+
+@dataclass
+class DvfsAllocatorPolicy:
+    """Each round: the allocator picks tau and a CPU level per device under budget and deadline."""
+
+    method: str = "heuristic"
+    scope: str = "device"
+    delta: float = 0.1
+    mu: float = 5.0
+    epsilon: float = 1e-3
+    budget_rule: str = "even"
+    time_limit: float | None = 10.0
+    mip_gap: float = 1e-4
+
+    def __call__(self, state: RoundState) -> PolicyDecision:
+        """Solve this round's problem with levels; tau, frequencies, what to log."""
+        t0 = time.perf_counter()
+        problem, members, dropped, late = build_dvfs_problem(
+            state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
+        holds = np.asarray(state.holds, bool)
+        assert state.cpu_hz is not None
+        tau = np.zeros(holds.shape, np.int64)
+        cpu = np.asarray(state.cpu_hz, float).copy()
+        tau[late] = np.where(holds[late], state.tau_min, 0)
+        info: dict[str, Any] = {"solver": self.method, "late_devices_planned": int(late.size)}
+        if problem is None:
+            return PolicyDecision(tau, {**info, "status": "no device can train"}, dropped, cpu_hz=cpu)
+        alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
+        tau[members] = alloc.tau
+        cpu[members] = alloc.cpu_hz
+        s = alloc.summary()
+        info.update({"scope": self.scope, "status": s["status"], "objective": s["objective"],
+                     "gap": s["gap"], "solver_time_s": alloc.total_time_s,
+                     "policy_time_s": time.perf_counter() - t0,
+                     "mean_level_fraction": float(np.mean(cpu[members] / state.cpu_hz[members]))})
+        return PolicyDecision(tau, info, dropped, cpu_hz=cpu)

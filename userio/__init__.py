@@ -1,0 +1,18 @@
+"""What a user gives dmmlkd and gets back: TOML in; atomic files, output folders, progress out.
+
+The lowest layer beside ``metrics``: it imports nothing of ours, so ``allocator``, ``learner``
+and ``studies`` may all use it (metrics <- allocator/learner <- studies; userio under all).
+Each reader/writer takes the caller's error type, so a problem file still fails with
+``ProblemError`` and a learner config with ``ConfigError``.
+"""
+
+from userio.atomic import atomic_write, atomic_write_text, file_mode, folder_mode
+from userio.errors import OutputError, UserError
+from userio.outputs import MANIFEST, atomic_dir, check_out_dir, probe_writable
+from userio.progress import progress
+from userio.toml import loads_toml, read_toml
+
+__all__ = [
+    "MANIFEST", "OutputError", "UserError", "atomic_dir", "atomic_write", "atomic_write_text", "check_out_dir",
+    "file_mode", "folder_mode", "loads_toml", "probe_writable", "progress", "read_toml",
+]
