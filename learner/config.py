@@ -71,9 +71,11 @@ class Rule:
 
 
 def _num(x: float) -> str:
-    if float(x).is_integer() and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:g}".replace("e+0", "e").replace("e+", "e")
+    """A bound as people write it: 1, 0.5, 1e9, 4294967296."""
+    if float(x).is_integer():
+        digits = str(int(x))
+        return f"1e{len(digits) - 1}" if len(digits) > 6 and digits.strip("0") == "1" else digits
+    return f"{x:g}"
 
 
 def setting(default: Any, doc: str, **rule: Any) -> Any:
@@ -101,6 +103,9 @@ def _known_topology(name: str) -> None:
 
     if name not in TOPOLOGIES:
         raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
+
+
+SIGNALS = ("variation", "confidence")
 
 
 @dataclass
@@ -151,6 +156,10 @@ class TrainConfig:
                         high=SEED_LIMIT, high_open=True)
     threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
                            low=1, high=1024)
+    eval_every: int = setting(1, "evaluate device models every N rounds (and in the last round); "
+                              "the consensus model every round", low=1, high=1_000_000)
+    eval_devices: int = setting(64, "device models evaluated: a seeded sample of N active devices "
+                                "(0: all)", low=0, high=10_000_000)
     lr: float = setting(0.1, "SGD learning rate", low=0, low_open=True, high=10)
     momentum: float = setting(0.9, "SGD momentum", low=0, high=1, high_open=True)
     batch_size: int = setting(32, "mini-batch size per device and iteration", low=1, high=65_536)
@@ -174,6 +183,12 @@ class TrainConfig:
     generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
     speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
                                 low_open=True, high=1)
+    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+                          "variation (the paper's relative parameter variation per iteration) or "
+                          "confidence (the common classifier's true-class probability from that "
+                          "modality alone, OGM-GE style)", choices=SIGNALS)
+    schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
+                                   high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
     # simulated time (learner/clock.py)
     cpu_levels: list[float] = setting(list(DEFAULT_CPU_LEVELS), "CPU levels of every device as "
@@ -265,18 +280,19 @@ def _fits(value: Any, hint: Any) -> bool:
     return False
 
 
-def _type_name(hint: Any) -> str:
+def _type_name(hint: Any, plural: bool = False) -> str:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+        return " or ".join(_type_name(h, plural) for h in typing.get_args(hint))
     if hint is type(None):
         return "absent"
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+        return f"{'lists' if plural else 'a list'} of {_type_name(typing.get_args(hint)[0], True)}"
     if origin is dict:
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        hint, str(hint))
+        return "tables" if plural else "a table"
+    names = {int: ("an integer", "integers"), float: ("a number", "numbers"),
+             str: ("a string", "strings"), bool: ("true or false", "true or false")}
+    return names[hint][plural] if hint in names else str(hint)
 
 
 def _as_floats(value: Any, hint: Any) -> Any:
@@ -330,6 +346,18 @@ def _check_rule(name: str, value: Any, rule: Rule) -> None:
 
 def _check_relations(c: TrainConfig) -> None:
     """Rules between fields."""
+    from learner.methods import get_method  # the registry may grow at run time
+
+    if get_method(c.method).policy == "random":
+        if not (c.tau_min <= c.local_iters - c.schedule_spread
+                and c.local_iters + c.schedule_spread <= c.tau_max):
+            raise ConfigError(f"schedule_spread must keep local_iters ± schedule_spread in "
+                              f"[tau_min, tau_max] (got {c.schedule_spread!r})")
+        if c.fusion_rule != "training":
+            # Under "all" every held encoder runs forward L_k = local_iters + d times, so no
+            # ± d schedule can cost what uniform costs.
+            raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
+                              f"(got {c.fusion_rule!r})")
     if not c.tau_min <= c.tau_max:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:

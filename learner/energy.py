@@ -23,6 +23,7 @@ from learner.topology import Topology, weakest_link_gain
 from metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
     DEFAULT_CAPACITANCE,
+    cheapest_round_j,
     communication_energy_j,
     communication_time_s,
     computation_energy_j,
@@ -90,8 +91,28 @@ class EnergyProfile:
         return compute + np.where(np.asarray(tau).max(axis=1) > 0, self.comm_j, 0.0)
 
     def cheapest_round(self, holds: NDArray[np.bool_], tau_min: int) -> NDArray[np.float64]:
-        """Energy of tau_min on every held modality plus communication."""
-        return self.round_cost(np.where(holds, tau_min, 0), holds)
+        """Energy of tau_min on every held modality plus communication (metrics.energy's rule)."""
+        forward, backward = self.planning_energies()
+        return cheapest_round_j(holds, forward, backward, self.comm_j, tau_min)
+
+    def executed_cost(self, forward_passes: NDArray[np.int64] | None,
+                      backward_passes: NDArray[np.int64] | None,
+                      broadcasts: NDArray[np.bool_],
+                      cpu_hz: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+        """Energy of the passes local training actually executed (K,): forward passes x ef +
+        backward passes x eb (at frequencies cpu_hz, None: f_max) + communication for each
+        device that broadcast.
+
+        Computed from counts, independently of `round_cost` (which prices the policy's tau):
+        the two must agree, or the simulation charges for work it did not do (or vice versa).
+        """
+        fwd = np.zeros_like(self.forward_j) if forward_passes is None else forward_passes
+        bwd = np.zeros_like(self.backward_j) if backward_passes is None else backward_passes
+        compute = (np.asarray(fwd, float) * self.forward_j).sum(axis=1) \
+            + (np.asarray(bwd, float) * self.backward_j).sum(axis=1)
+        if cpu_hz is not None:
+            compute = compute * clock.energy_scale(cpu_hz, self.cpu_hz)
+        return compute + np.where(broadcasts, self.comm_j, 0.0)
 
 
 def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_params: int,

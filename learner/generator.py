@@ -26,6 +26,9 @@ class Generator:
     noise_dim: int
     adam: dict[str, Tensor] = field(default_factory=dict)  # per-device Adam moments, kept across rounds
     adam_steps: Tensor | None = None  # (K,) Adam step count of each device's copy
+    # (first device, all devices) when these rows are one block of a distributed run: random
+    # numbers are drawn for all devices and the block keeps its rows (same stream as one process)
+    layout: tuple[int, int] | None = None
 
     @classmethod
     def create(cls, n_devices: int, n_classes: int, feature: int, noise_dim: int = 16,
@@ -47,35 +50,53 @@ class Generator:
         """Common features G_k(y, eps) for labels (K, B) on every device."""
         K, B = labels.shape
         onehot = F.one_hot(labels, self.n_classes).to(torch.float32)
-        eps = torch.randn((K, B, self.noise_dim), generator=gen)
+        first, total = _draw_rows(self.layout, K)
+        eps = torch.randn((total, B, self.noise_dim), generator=gen)[first:first + K]
         h = torch.relu(torch.bmm(torch.cat([onehot, eps], -1), self.params["w1"])
                        + self.params["b1"][:, None])
         return torch.bmm(h, self.params["w2"]) + self.params["b2"][:, None]
 
 
+def _draw_rows(layout: tuple[int, int] | None, rows: int) -> tuple[int, int]:
+    """(first row, rows to draw): a block of a distributed run draws every device's numbers
+    and keeps its own, so random streams do not depend on how devices are split over ranks."""
+    return (0, rows) if layout is None else layout
+
+
 def train_generator(generator: Generator, classifier_w: Tensor, classifier_b: Tensor,
-                    adjacency: np.ndarray, active: np.ndarray, steps: int, batch: int, lr: float,
-                    gen: torch.Generator) -> float:
+                    neighbor_table: np.ndarray, active: np.ndarray, steps: int, batch: int,
+                    lr: float, gen: torch.Generator, own: np.ndarray | None = None) -> float:
     """Train every active device's generator against its own and its neighbours' classifiers.
 
-    ``classifier_w`` (K, feature, C) and ``classifier_b`` (K, C) are the devices' common-feature
-    classifiers (held fixed). Returns the last mean loss.
+    ``classifier_w`` (N, feature, C) and ``classifier_b`` (N, C) are common-feature classifiers
+    (held fixed); ``neighbor_table`` (K, D) lists each generator's neighbours as rows of them
+    (-1 pads) and ``own`` (K,) each generator's own row (default: row k; a distributed block
+    passes its halo here). ``active`` (N,) is per classifier row. Cost O(K D B), no K x K.
+    Returns the last mean loss of this block's active devices.
     """
-    K = classifier_w.shape[0]
-    listen = torch.as_tensor((adjacency | np.eye(K, dtype=bool)) & active[None, :] & active[:, None],
-                             dtype=torch.float32)
-    weights = listen / listen.sum(dim=1, keepdim=True).clamp(min=1.0)
-    w, b = classifier_w.detach(), classifier_b.detach()
-    mask = torch.as_tensor(active, dtype=torch.float32)
+    K = generator.params["w1"].shape[0]
+    own_rows = np.arange(K) if own is None else np.asarray(own, np.int64)
+    table = np.asarray(neighbor_table, np.int64)
+    listen_idx = np.concatenate([own_rows[:, None], np.where(table >= 0, table, own_rows[:, None])], 1)
+    mine = active[own_rows]
+    listen = np.concatenate([np.ones((K, 1), bool), table >= 0], 1) & active[listen_idx] & mine[:, None]
+    weights = torch.as_tensor(listen / np.maximum(listen.sum(axis=1, keepdims=True), 1),
+                              dtype=torch.float32)  # (K, D+1)
+    idx = torch.as_tensor(listen_idx)
+    w = classifier_w.detach()[idx]  # (K, D+1, f, C)
+    b = classifier_b.detach()[idx]  # (K, D+1, C)
+    J, C = w.shape[1], w.shape[-1]
+    w_cat = w.permute(0, 2, 1, 3).reshape(K, w.shape[2], J * C)  # (K, f, (D+1) C)
+    mask = torch.as_tensor(mine, dtype=torch.float32)
+    first, total = _draw_rows(generator.layout, K)
     loss_value = float("nan")
     for _ in range(steps):
-        labels = torch.randint(0, generator.n_classes, (K, batch), generator=gen)
+        labels = torch.randint(0, generator.n_classes, (total, batch), generator=gen)[first:first + K]
         feats = generator.sample(labels, gen)  # (K, B, f)
-        # logits of classifier j on generator k's samples: (K_gen, K_cls, B, C)
-        logits = torch.einsum("kbf,jfc->kjbc", feats, w) + b[None, :, None, :]
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                             labels[:, None, :].expand(K, K, batch).reshape(-1),
-                             reduction="none").reshape(K, K, batch).mean(-1)
+        # logits of each listened classifier j on generator k's samples: (K, D+1, B, C)
+        logits = torch.bmm(feats, w_cat).reshape(K, batch, J, C).permute(0, 2, 1, 3) + b[:, :, None, :]
+        ce = F.cross_entropy(logits.reshape(-1, C), labels[:, None, :].expand(K, J, batch).reshape(-1),
+                             reduction="none").reshape(K, J, batch).mean(-1)
         per_device = (weights * ce).sum(dim=1)
         loss = (per_device * mask).sum()
         for p in generator.params.values():

@@ -7,6 +7,13 @@ iteration and feeds the fused prediction) and ``"training"`` (the default: only 
 training feed it, so a stopped encoder also stops its forward passes; see docs/learner.md). The
 update is SGD with momentum applied through a (device, block) mask, so a frozen block moves by
 exactly zero.
+
+Executed = charged: the encoders are batched over devices, but a device uses only the rows of
+the passes it runs (`_executed`): the rows of a stopped encoder are zeros that carry no value and
+no gradient, a device past its L_k contributes no loss, an encoder stopped on every device is not
+computed at all. The passes that ran are counted (`LocalResult.forward_passes/backward_passes`)
+and the loop derives the executed energy from the counts (tests/test_models_local.py perturbs
+the unused rows and checks that nothing changes).
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from torch import Tensor
 
 from learner.generator import Generator
 from learner.models import Network, common_logits, fuse
-from metrics.variation import parameter_variation
 
 
 @dataclass
@@ -78,13 +84,14 @@ class Optimizer:
                 if p.grad is None:
                     continue
                 m = mask.view(-1, *([1] * (p.dim() - 1)))
-                grad = p.grad + self.weight_decay * p
+                # In place on one temporary: at 10,000 devices a block tensor is ~300 MB.
+                step = p.grad.add(p, alpha=self.weight_decay).mul_(m)
                 buf = self.buffers.get(id(p))
                 if buf is None:
                     buf = torch.zeros_like(p)
                     self.buffers[id(p)] = buf
-                buf.mul_(torch.where(m > 0, self.momentum, 1.0)).add_(grad * m)
-                p.sub_(self.lr * buf * m)
+                buf.mul_(torch.where(m > 0, self.momentum, 1.0)).add_(step)
+                p.sub_(torch.mul(buf, m, out=step).mul_(self.lr))
 
 
 @dataclass
@@ -96,19 +103,43 @@ class LocalResult:
     variation: NDArray[np.float64]  # v[k, m] = parameter_variation(start, end, tau) (nan: tau 0)
     loss: float
     modulation: NDArray[np.float64] | None = None  # mean gradient coefficients (K, M), OGM-GE
+    # Executed passes per device and modality: encoder forward passes whose output was used,
+    # and backward passes (gradient computed and applied). Energy is derived from these.
+    forward_passes: NDArray[np.int64] | None = None
+    backward_passes: NDArray[np.int64] | None = None
+    # Mean probability the common classifier gives the true class from c_m alone, over the
+    # passes that ran (nan: none ran): how well modality m has learned on its own.
+    confidence: NDArray[np.float64] | None = None
 
 
 def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
     """One modality block's parameters as a (K, P) array, one row per device."""
-    return torch.cat([t.detach().reshape(t.shape[0], -1) for t in block.values()], dim=1).numpy().copy()
+    tensors = [t.detach().reshape(t.shape[0], -1) for t in block.values()]
+    out = np.empty((tensors[0].shape[0], sum(t.shape[1] for t in tensors)), np.float32)
+    at = 0
+    for t in tensors:  # straight into one array: no (K, P) intermediate at 10,000 devices
+        out[:, at:at + t.shape[1]] = t.numpy()
+        at += t.shape[1]
+    return out
 
 
 def measure_variation(start: list[NDArray[np.float32]], end: list[NDArray[np.float32]],
                       tau: NDArray[np.int64]) -> NDArray[np.float64]:
-    """v[k, m] = ||end - start|| / (||start|| tau[k, m]) (metrics.variation), nan where tau is 0."""
+    """v[k, m] = ||end - start|| / (||start|| tau[k, m]) (metrics.variation), nan where tau is 0.
+
+    metrics.variation.parameter_variation's rule, vectorised over devices (row norms in float64).
+    """
     K, M = tau.shape
-    return np.array([[parameter_variation(start[m][k], end[m][k], int(tau[k, m])) for m in range(M)]
-                     for k in range(K)], dtype=np.float64)
+    v = np.full((K, M), np.nan)
+    change, norm = np.zeros(K), np.zeros(K)
+    for m in range(M):
+        for r in range(0, K, 256):  # row chunks: float64 copies of a few MB, not of (K, P)
+            s, e = start[m][r:r + 256].astype(np.float64), end[m][r:r + 256].astype(np.float64)
+            change[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", e - s, e - s))
+            norm[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", s, s))
+        t = tau[:, m]
+        v[:, m] = np.where(t > 0, change / (np.where(norm > 0, norm, 1.0) * np.maximum(t, 1)), np.nan)
+    return v
 
 
 def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds: NDArray[np.bool_],
@@ -130,36 +161,50 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
     K, M = holds.shape
     tau = np.where(holds & active[:, None], tau, 0)
     local_iters = tau.max(axis=1)
-    present = torch.as_tensor(holds)
+    forward_passes = np.zeros((K, M), np.int64)
+    backward_passes = np.zeros((K, M), np.int64)
+    confidence = np.zeros((K, M))
     start = [flatten_block(b) for b in net.blocks]
     losses, mods = [], []
     for i in range(1, int(local_iters.max(initial=0)) + 1):
         idx = data.batch(batch_size, rng)
         y = data.labels[idx]
+        device_on = local_iters >= i  # devices still in their L_k iterations
+        updating = tau >= i  # encoders that run backward and update in iteration i
+        # Encoders whose forward pass runs (and is paid for) in iteration i: under "training"
+        # only those still updating; under "all" every held one on a device still iterating.
+        running = updating if fusion_rule == "training" else holds & device_on[:, None]
+        forward_passes += running
+        backward_passes += updating
+        run_t, upd_t = torch.as_tensor(running), torch.as_tensor(updating)
         commons: list[Tensor | None] = []
         specifics: list[Tensor | None] = []
         for m in range(M):
-            if not holds[:, m].any():
+            if not running[:, m].any():  # stopped on every device: skip the computation
                 commons.append(None)
                 specifics.append(None)
                 continue
-            c, s = net.encode(m, data.views[m][idx])
+            if updating[:, m].any():
+                c, s = net.encode(m, data.views[m][idx])
+            else:
+                with torch.no_grad():
+                    c, s = net.encode(m, data.views[m][idx])
+            # The batched encoder computes every device's rows; a simulated device uses only
+            # the rows of passes it runs: others are replaced by zeros (no value or gradient
+            # reaches anything), and a forward-only pass ("all" rule) sends no gradient back.
+            c, s = _executed(c, run_t[:, m], upd_t[:, m]), _executed(s, run_t[:, m], upd_t[:, m])
             commons.append(c)
             specifics.append(s)
-        fusion_mask = present
-        if fusion_rule == "training":
-            # Only encoders still training (i <= tau) feed the fusion; a stopped encoder skips
-            # its forward pass. Extra iterations of a slow modality then train it and the fusion
-            # head on their own instead of next to a frozen dominant modality.
-            training = torch.as_tensor(tau >= i) & present
-            fusion_mask = torch.where(training.any(dim=1, keepdim=True), training, present)
-        # The encoders that ran forward this iteration: only they enter the auxiliary losses
-        # (under "training" a stopped encoder's features must not train the shared blocks,
-        # since its forward pass is not paid for).
-        running = fusion_mask.to(torch.float32)
+        with torch.no_grad():  # each modality's own learning: the common classifier on its c_m
+            for m, c in enumerate(commons):
+                if c is not None:
+                    prob = torch.softmax(common_logits(net, c), -1).gather(-1, y[..., None])
+                    confidence[:, m] += np.where(running[:, m], prob.mean((1, 2)).numpy(), 0.0)
+        fusion_mask = run_t
+        running_f = run_t.to(torch.float32)
         if modality_dropout > 0:
             # Modality dropout: the fused prediction must also work from a subset of the views
-            # (devices hold different subsets); every device keeps at least one held view.
+            # (devices hold different subsets); every device keeps at least one running view.
             keep = torch.as_tensor(rng.random((K, M)) >= modality_dropout) & fusion_mask
             none_left = ~keep.any(dim=1)
             keep[none_left] = fusion_mask[none_left]
@@ -168,10 +213,12 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         flat_y = y.reshape(-1)
         per_dev = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat_y,
                                   reduction="none").view(K, -1).mean(1)
-        pres = running
+        # Auxiliary losses use only the encoders that ran forward this iteration (a stopped
+        # encoder's features must not train the shared blocks: its pass is not paid for).
+        pres = running_f
         if weights.difference:
             for m, (c, s) in enumerate(zip(commons, specifics)):
-                if c is None:
+                if c is None or s is None:
                     continue
                 cn = F.normalize(c, dim=-1)
                 sn = F.normalize(s, dim=-1)
@@ -184,7 +231,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                     per_dev = per_dev + weights.similarity * pres[:, m] * gap
         if weights.common:
             # The common classifier must work on each modality's common features alone (a
-            # device may hold any subset), so it is trained on each held c_m.
+            # device may hold any subset), so it is trained on each running c_m.
             for m, c in enumerate(commons):
                 if c is None:
                     continue
@@ -201,26 +248,37 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             per_dev = per_dev + weights.kd * (align / pres.sum(1).clamp(min=1) + ce_g)
         coeff = None
         if modulation is not None:
-            coeff = _modulation_coefficients(net, commons, specifics, present, y, modulation)
+            coeff = _modulation_coefficients(net, commons, specifics, run_t, y, modulation)
             mods.append(coeff.numpy())
-        loss = per_dev[torch.as_tensor(active)].sum()
+        # Only devices still iterating contribute: an idle device runs nothing.
+        loss = per_dev[torch.as_tensor(device_on)].sum()
         for p in net.parameters():
             p.grad = None
         loss.backward()
         for m, block in enumerate(net.blocks):
-            mask = torch.as_tensor((tau[:, m] >= i) & holds[:, m] & active, dtype=torch.float32)
+            mask = torch.as_tensor(updating[:, m], dtype=torch.float32)
             if coeff is not None:
                 _modulate(block, coeff[:, m], ge_noise, gen)
             opt.step(list(block.values()), mask)
-        shared_mask = torch.as_tensor((local_iters >= i) & active, dtype=torch.float32)
+        shared_mask = torch.as_tensor(device_on, dtype=torch.float32)
         opt.step(list(net.shared.values()), shared_mask)
-        losses.append(float(loss.detach()) / max(int(active.sum()), 1))
-    end = [flatten_block(b) for b in net.blocks]
+        losses.append(float(loss.detach()) / max(int(device_on.sum()), 1))
     for p in net.parameters():
-        p.grad = None
+        p.grad = None  # before the end snapshot, so gradients and snapshots never coexist
+    end = [flatten_block(b) for b in net.blocks]
     mean_loss = float(np.mean(losses)) if losses else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.where(forward_passes > 0, confidence / forward_passes, np.nan)
     return LocalResult(start, end, measure_variation(start, end, tau), mean_loss,
-                       np.mean(mods, axis=0) if mods else None)
+                       np.mean(mods, axis=0) if mods else None, forward_passes, backward_passes,
+                       confidence)
+
+
+def _executed(x: Tensor, ran: Tensor, updated: Tensor) -> Tensor:
+    """Rows (devices) of a batched encoder output as executed: zeros where the pass did not
+    run, detached where it ran forward only, unchanged where it also runs backward."""
+    x = torch.where(updated[:, None, None], x, x.detach())
+    return torch.where(ran[:, None, None], x, torch.zeros((), dtype=x.dtype))
 
 
 def _modulation_coefficients(net: Network, commons, specifics, present: Tensor, y: Tensor,

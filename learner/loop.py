@@ -1,7 +1,10 @@
 """The round loop: policy -> local training -> speeds -> energy -> gossip -> generator -> log.
 
 Reads like DESIGN.md's pseudo-code; the details are one call away. The allocation policy is
-any callable from a `RoundState` to a `PolicyDecision` (or a (K, M) array of counts).
+any `Policy`: a callable from a `RoundState` to a `PolicyDecision` (or a (K, M) array of counts).
+Energy is charged from the policy's tau (`EnergyProfile.round_cost`) and, independently,
+derived from the passes local training executed (`EnergyProfile.executed_cost`); both are logged
+(`energy_used_j`, `executed_energy_j`) and must agree.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,8 +25,9 @@ from learner.config import TrainConfig
 from learner.data import MultiViewDataset, load_dataset
 from learner.energy import EnergyProfile, make_profile
 from learner.errors import ConfigError
+from learner.evaluate import eval_devices, evaluate
 from learner.generator import Generator, train_generator
-from learner.gossip import gossip_average, metropolis_weights
+from learner.gossip import Mixing, gossip_average, mixing
 from learner.local import (
     LocalData,
     LocalResult,
@@ -34,12 +38,11 @@ from learner.local import (
     ogm_ge_modulation,
 )
 from learner.methods import MethodSpec, get_method
-from learner.models import Network, predict
+from learner.models import Network
 from learner.partition import dirichlet_partition, modality_availability
 from learner.topology import Topology, make_topology
-from metrics.accuracy import accuracy
 from metrics.balance import balance
-from metrics.energy import round_cycles
+from metrics.energy import budget_limit_j, fits_budget, round_cycles
 from metrics.variation import SpeedTracker
 from userio import progress
 
@@ -59,7 +62,7 @@ class RoundState:
     backward_j: NDArray[np.float64]
     comm_j: NDArray[np.float64]
     active: NDArray[np.bool_]
-    adjacency: NDArray[np.bool_]
+    adjacency: Any  # (K, K) bool, scipy.sparse CSR (a dense one would be K x K)
     tau_min: int
     tau_max: int
     local_iters: int
@@ -77,23 +80,33 @@ class RoundState:
 
 @dataclass
 class PolicyDecision:
-    """A policy's answer: counts per device and modality, what to log, who it left out."""
+    """A policy's answer: counts per device and modality, what to log, who it left out.
+
+    ``info`` holds scalars only (one column each in the per-round log; a name the loop uses
+    itself is logged as ``policy_<name>``); ``predicted_progress`` (K, M), when the policy
+    computes one, replaces the loop's own speed x tau in the per-device rows.
+    """
 
     tau: NDArray[np.int64]
     info: dict[str, Any] = field(default_factory=dict)
     dropped: list[int] = field(default_factory=list)
+    predicted_progress: NDArray[np.float64] | None = None
     cpu_hz: NDArray[np.float64] | None = None  # (K,) one of each device's levels; None: f_max
 
 
-Policy = Callable[[RoundState], Any]
+class Policy(Protocol):
+    """The learner/allocator seam: a round's state in, the iteration table out."""
+
+    def __call__(self, state: RoundState) -> PolicyDecision | NDArray[np.integer[Any]]: ...
 
 
 def uniform_policy(state: RoundState) -> PolicyDecision:
     """Same tau (local_iters) on every held modality, lowered per device as its battery allows."""
     holds = state.holds & state.active[:, None]
     per_iter = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
-    # A relative tolerance: a battery sized for exactly k rounds must pay the k-th in full.
-    affordable = np.floor((state.battery_j * (1 + 1e-9) - state.comm_j) / np.maximum(per_iter, 1e-300))
+    # The shared tolerance: a battery sized for exactly k rounds must pay the k-th in full.
+    affordable = np.floor((budget_limit_j(state.battery_j) - state.comm_j)
+                          / np.maximum(per_iter, 1e-300))
     t = np.minimum(state.local_iters, affordable)
     dropped = [int(k) for k in np.flatnonzero(state.active & (t < state.tau_min))]
     t = np.where(t >= state.tau_min, t, 0)
@@ -192,6 +205,10 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         s = build(config)
         if s.method.policy == "external" and policy is None:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
+        if policy is None and s.method.policy == "random":
+            from learner.schedules import RandomSchedule  # imports this module
+
+            policy = RandomSchedule(config.schedule_spread, config.seed)
         policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
                             else uniform_policy)
         trainer = Trainer.create(s)
@@ -205,7 +222,8 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             state = round_state(s, t, speed, battery, active, last_tau)
             t0 = time.perf_counter()
             decision = _as_decision(policy(state))                  # tau = policy(state)
-            log.policy_s += time.perf_counter() - t0
+            log.policy_s_round = time.perf_counter() - t0
+            log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
             tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
             cpu = clock.check_cpu_hz(decision.cpu_hz, s.profile.levels_hz())  # None: f_max
@@ -214,24 +232,37 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             cost = np.where(active, s.profile.round_cost(tau, s.holds, cpu), 0.0)
             t0 = time.perf_counter()
             local = trainer.local_training(tau, active)             # deltas, per-modality tau
-            trainer.tracker.update(local.variation)                 # v -> speeds for next round
+            trainer.tracker.update(trainer.signal(local))           # v -> speeds for next round
             battery = battery - cost                                # energy: compute + comm
-            _gossip(s, active)                                      # modality-wise consensus
-            trainer.update_generator(active)                        # KD: train + gossip G
-            log.train_s += time.perf_counter() - t0
-            log.record(t, decision, tau, speed, local, cost, battery, active,
-                       evaluate(s, active, trainer.test_views))
+            # A device that trains this round also broadcasts (and pays for) its model; an
+            # active device given no iterations sits the round out entirely.
+            talking = active & (tau.max(axis=1) > 0)
+            _gossip(s, talking)                                     # modality-wise consensus
+            trainer.update_generator(talking)                       # KD: train + gossip G
+            log.train_s_round = time.perf_counter() - t0
+            log.train_s += log.train_s_round
+            executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking,
+                                                cpu)
+            log.record(t, decision, tau, speed, local, cost, executed, battery, active,
+                       evaluate(s, active, trainer.test_views, s.data.test_labels,
+                                devices=eval_devices(config, t, active)))
+            del local  # its (K, P) snapshots must not live through the next round's training
             log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
+        if s.data.val_labels.size:  # what settings are tuned on (never the test split)
+            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels)
         return log.result(time.perf_counter() - t_start)
 
 
 def effective_dropout(s: Setup) -> float:
-    """Modality dropout of a run: as configured, or (None) 0.3 when some device misses a view."""
+    """Modality dropout of a run: as configured; else the method's own rate; else 0.3 when some
+    device misses a view and 0 when every device holds every view."""
     if s.config.modality_dropout is not None:
         return float(s.config.modality_dropout)
+    if s.method.dropout is not None:
+        return float(s.method.dropout)
     return 0.0 if s.holds.all() else 0.3
 
 
@@ -242,6 +273,7 @@ class Trainer:
     setup: Setup
     data: LocalData
     test_views: list[torch.Tensor]
+    val_views: list[torch.Tensor]
     weights: LossWeights
     modulation: Modulation | None
     opt: Optimizer
@@ -261,10 +293,17 @@ class Trainer:
             kd=config.w_kd if method.kd else 0.0)
         modulation = ogm_ge_modulation(config.ogm_alpha) if method.modulation == "ogm-ge" else None
         return cls(s, LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts),
-                   [torch.as_tensor(s.data.test[v]) for v in views], weights, modulation,
+                   [torch.as_tensor(s.data.test[v]) for v in views],
+                   [torch.as_tensor(s.data.val[v]) for v in views], weights, modulation,
                    Optimizer(lr=config.lr, momentum=config.momentum),
                    SpeedTracker(*s.holds.shape, beta=config.speed_beta),
                    np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
+
+    def signal(self, local: LocalResult) -> NDArray[np.float64]:
+        """The balance signal of a round (config.signal): what the speed tracker smooths."""
+        if self.setup.config.signal == "confidence" and local.confidence is not None:
+            return local.confidence
+        return local.variation
 
     def local_training(self, tau: NDArray[np.int64], active: NDArray[np.bool_]) -> LocalResult:
         """Every active device's L_k local iterations with per-modality counts tau."""
@@ -281,11 +320,10 @@ class Trainer:
         s = self.setup
         if s.generator is None or not active.any():
             return
-        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"], s.topology.adjacency,
-                        active, s.config.generator_steps, s.config.batch_size,
-                        s.config.generator_lr, self.gen)
-        _gossip_tensors(list(s.generator.params.values()),
-                        metropolis_weights(s.topology.adjacency, active))
+        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"],
+                        s.topology.neighbor_table, active, s.config.generator_steps,
+                        s.config.batch_size, s.config.generator_lr, self.gen)
+        _gossip_tensors(list(s.generator.params.values()), mixing(s.topology.neighbor_table, active))
 
 
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
@@ -295,7 +333,7 @@ def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[n
     return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
                       s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
                       s.profile.comm_j.copy(), active.copy(),
-                      s.topology.adjacency.copy(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy(),
+                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy(),
                       *_clock_state(s))
 
 
@@ -311,7 +349,7 @@ def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
                                active: NDArray[np.bool_]) -> dict[int, str]:
     """Active devices whose battery cannot pay tau_min on their modalities plus communication."""
     cheapest = s.profile.cheapest_round(s.holds, s.config.tau_min)
-    broke = active & (cheapest > battery * (1 + 1e-9))
+    broke = active & ~fits_budget(cheapest, battery)
     return {int(k): f"battery {battery[k]:.4g} J cannot pay the cheapest round "
                     f"(tau_min {s.config.tau_min}: {cheapest[k]:.4g} J)" for k in np.flatnonzero(broke)}
 
@@ -321,7 +359,7 @@ def _overspending(s: Setup, tau: NDArray[np.int64], battery: NDArray[np.float64]
                   ) -> dict[int, str]:
     """Active devices given a tau their battery cannot pay (a policy's mistake, reported)."""
     cost = s.profile.round_cost(tau, s.holds, cpu_hz)
-    broke = active & (tau.max(axis=1) > 0) & (cost > battery * (1 + 1e-9))
+    broke = active & (tau.max(axis=1) > 0) & ~fits_budget(cost, battery)
     return {int(k): f"policy's tau costs {cost[k]:.4g} J, battery has {battery[k]:.4g} J"
             for k in np.flatnonzero(broke)}
 
@@ -334,8 +372,12 @@ class RunLog:
         self.rows: list[dict[str, Any]] = []
         self.round_rows: list[dict[str, Any]] = []
         self.drops: list[dict[str, Any]] = []
-        self.policy_s = 0.0
+        self.policy_s = 0.0  # cumulative
         self.train_s = 0.0
+        self.policy_s_round = 0.0  # this round's
+        self.train_s_round = 0.0
+        self.executed_j = np.zeros(s.holds.shape[0])  # cumulative, from executed passes
+        self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
         self.sim_time_s = 0.0  # simulated clock (learner/clock.py)
         self.deadline_misses = 0
 
@@ -353,29 +395,48 @@ class RunLog:
 
     def record(self, t: int, decision: PolicyDecision, tau: NDArray[np.int64],
                speed: NDArray[np.float64], local: LocalResult, cost: NDArray[np.float64],
-               battery: NDArray[np.float64], active: NDArray[np.bool_], evals: dict[str, Any]) -> None:
+               executed: NDArray[np.float64], battery: NDArray[np.float64],
+               active: NDArray[np.bool_], evals: dict[str, Any]) -> None:
         """Append round t's rows."""
         s = self.setup
         views = list(s.data.views)
         b = balance(speed, s.holds)
+        self.executed_j += executed
+        predicted = speed * tau if decision.predicted_progress is None else \
+            np.asarray(decision.predicted_progress, float)
+        if predicted.shape != tau.shape:
+            raise ValueError(f"policy's predicted_progress has shape {predicted.shape}, "
+                             f"expected {tau.shape}")
+        fwd, bwd = local.forward_passes, local.backward_passes
         for k, m in zip(*np.nonzero(s.holds)):
             v = local.variation[k, m]
             self.rows.append({
                 "round": t, "device": f"dev{k}", "modality": views[m], "tau": int(tau[k, m]),
-                "v": v, "speed": speed[k, m], "b": b[k, m],
-                "predicted_progress": speed[k, m] * tau[k, m],
+                "v": v, "confidence": local.confidence[k, m] if local.confidence is not None
+                else np.nan, "speed": speed[k, m], "b": b[k, m],
+                "predicted_progress": predicted[k, m],
                 "realised_progress": v * tau[k, m] if tau[k, m] > 0 else 0.0,
-                "energy_j": cost[k], "battery_j": battery[k], "active": bool(active[k]),
+                "forward_passes": int(fwd[k, m]) if fwd is not None else 0,
+                "backward_passes": int(bwd[k, m]) if bwd is not None else 0,
+                "energy_j": cost[k], "executed_energy_j": executed[k],
+                "battery_j": battery[k], "active": bool(active[k]),
                 "device_accuracy": evals["device"][k],
             })
-        info = {key: value for key, value in decision.info.items() if np.isscalar(value)}
-        self.round_rows.append({
+        row = {
             "round": t, "accuracy": evals["accuracy"], "consensus_accuracy": evals["consensus"],
             **{f"acc_{v}": evals["modality"][v] for v in views},
             "loss": local.loss, "active_devices": int(active.sum()),
+            "evaluated_devices": evals["evaluated"],
             "energy_used_j": float((s.battery_j - battery).sum()), "energy_left_j": float(battery.sum()),
-            "policy_time_s": self.policy_s, "train_time_s": self.train_s, **info,
-        })
+            "executed_energy_j": float(self.executed_j.sum()),
+            "policy_time_s": self.policy_s_round, "train_time_s": self.train_s_round,
+        }
+        for key, value in decision.info.items():
+            if not np.isscalar(value):
+                raise ValueError(f"policy info {key!r} is not a scalar (per-device tables belong "
+                                 f"in PolicyDecision fields)")
+            row[f"policy_{key}" if key in row else key] = value
+        self.round_rows.append(row)
 
     def record_clock(self, cpu_hz: NDArray[np.float64], device_time_s: NDArray[np.float64],
                      active: NDArray[np.bool_]) -> None:
@@ -401,9 +462,16 @@ class RunLog:
             "views": views, "devices": s.config.devices, "seed": s.config.seed,
             "accuracy": final["accuracy"], "consensus_accuracy": final["consensus_accuracy"],
             "modality_accuracy": {v: final[f"acc_{v}"] for v in views},
-            "energy_used_j": final["energy_used_j"], "battery_total_j": float(s.battery_j.sum()),
+            "energy_used_j": final["energy_used_j"], "executed_energy_j": final["executed_energy_j"],
+            "battery_total_j": float(s.battery_j.sum()),
             "dropped_devices": self.drops, "wall_time_s": wall_time_s,
             "policy_time_s": self.policy_s, "train_time_s": self.train_s,
+            "validation": None if self.validation is None else {
+                "accuracy": self.validation["accuracy"],
+                "consensus_accuracy": self.validation["consensus"],
+                "modality_accuracy": dict(self.validation["modality"])},
+            "eval_every": s.config.eval_every, "eval_devices": s.config.eval_devices,
+            "evaluated_devices": final["evaluated_devices"],
             "sim_time_s": self.sim_time_s, "deadline_s": s.deadline_s,
             "deadline_misses": self.deadline_misses,
         }
@@ -421,16 +489,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _as_decision(out: Any) -> PolicyDecision:
+def _as_decision(out: PolicyDecision | NDArray[np.integer[Any]]) -> PolicyDecision:
+    """A policy's answer as a decision (a bare array is the tau table)."""
     if isinstance(out, PolicyDecision):
         return out
-    if hasattr(out, "tau"):
-        return PolicyDecision(np.asarray(out.tau), dict(getattr(out, "info", {})),
-                              list(getattr(out, "dropped", [])), getattr(out, "cpu_hz", None))
     return PolicyDecision(np.asarray(out, dtype=np.int64))
 
 
-def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -> None:
+def _gossip_tensors(tensors: list[torch.Tensor], weights: Mixing) -> None:
     """One gossip step on each stacked (K, ...) tensor, in place."""
     with torch.no_grad():
         for p in tensors:
@@ -439,41 +505,10 @@ def _gossip_tensors(tensors: list[torch.Tensor], weights: NDArray[np.float64]) -
 
 def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:
     """Each modality block among its active holders; shared blocks among all active devices."""
-    adj = s.topology.adjacency
+    table = s.topology.neighbor_table
     for m, block in enumerate(s.net.blocks):
-        _gossip_tensors(list(block.values()), metropolis_weights(adj, s.holds[:, m] & active))
-    _gossip_tensors(list(s.net.shared.values()), metropolis_weights(adj, active))
-
-
-def consensus_network(s: Setup, active: NDArray[np.bool_]) -> Network:
-    """The modality-wise network average: each block over its (active) holders, shared over all."""
-    def mean(t: torch.Tensor, rows: NDArray[np.bool_]) -> torch.Tensor:
-        rows = rows if rows.any() else np.ones_like(rows)
-        return t.detach()[torch.as_tensor(rows)].mean(0, keepdim=True)
-
-    blocks = [{k: mean(t, s.holds[:, m] & active if (s.holds[:, m] & active).any()
-                       else s.holds[:, m]) for k, t in b.items()}
-              for m, b in enumerate(s.net.blocks)]
-    shared = {k: mean(t, active) for k, t in s.net.shared.items()}
-    return Network(blocks, shared, s.net.n_classes, s.net.feature, s.net.encoders)
-
-
-def evaluate(s: Setup, active: NDArray[np.bool_], test_views: list[torch.Tensor]) -> dict[str, Any]:
-    """Device accuracy (own model, own views), consensus accuracy, unimodal accuracies."""
-    y = s.data.test_labels
-    logits = predict(s.net, test_views, torch.as_tensor(s.holds))
-    device = np.array([accuracy(logits[k], y) for k in range(s.holds.shape[0])])
-    consensus = consensus_network(s, active)
-    M = s.holds.shape[1]
-    acc_all = accuracy(predict(consensus, test_views, torch.ones(1, M, dtype=torch.bool))[0], y)
-    modality = {}
-    for m, v in enumerate(s.data.views):
-        only = torch.zeros(1, M, dtype=torch.bool)
-        only[0, m] = True
-        modality[v] = accuracy(predict(consensus, test_views, only)[0], y)
-    return {"device": np.where(active, device, np.nan),
-            "accuracy": float(device[active].mean()) if active.any() else float("nan"),
-            "consensus": acc_all, "modality": modality}
+        _gossip_tensors(list(block.values()), mixing(table, s.holds[:, m] & active))
+    _gossip_tensors(list(s.net.shared.values()), mixing(table, active))
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:

@@ -20,7 +20,8 @@ class MethodSpec:
     decomposition: bool  # difference + similarity + common-classifier losses
     kd: bool  # conditional generator knowledge distillation
     modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
-    policy: str = "uniform"  # "uniform", "uniform-dvfs", or "external" (a policy must be passed in)
+    policy: str = "uniform"  # "uniform", "random" (RandomSchedule), "uniform-dvfs", or "external"
+    dropout: float | None = None  # modality dropout of the method (None: config / automatic)
     description: str = ""
 
 
@@ -38,6 +39,15 @@ _METHODS: dict[str, MethodSpec] = {
     "dmml-kd-balance": MethodSpec("dmml-kd-balance", decomposition=True, kd=True,
                                   policy="external",
                                   description="dmml-kd with the allocator setting tau every round"),
+    # Controls for the allocator's claim (docs/results.md): no measurement, same energy.
+    "random-schedule": MethodSpec("random-schedule", decomposition=True, kd=True, policy="random",
+                                  description="control: dmml-kd, tau = local_iters ± d over each "
+                                              "device's views at random, uniform's energy"),
+    "modality-dropout": MethodSpec("modality-dropout", decomposition=True, kd=True, dropout=0.3,
+                                   description="control: dmml-kd + modality dropout, uniform tau"),
+    "dmml-kd-balance-dropout": MethodSpec("dmml-kd-balance-dropout", decomposition=True, kd=True,
+                                          policy="external", dropout=0.3,
+                                          description="the allocator on top of modality dropout"),
     "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
                                description="dmml-kd, each device at its lowest CPU level meeting "
                                "the round deadline"),
@@ -64,9 +74,11 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
     if spec.modulation not in (None, "ogm-ge"):
         raise ConfigError(f"method {spec.name!r}: modulation must be None or 'ogm-ge' "
                           f"(got {spec.modulation!r})")
-    if spec.policy not in ("uniform", "uniform-dvfs", "external"):
-        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'uniform-dvfs' or 'external' "
-                          f"(got {spec.policy!r})")
+    if spec.policy not in ("uniform", "random", "uniform-dvfs", "external"):
+        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'random', "
+                          f"'uniform-dvfs' or 'external' (got {spec.policy!r})")
+    if spec.dropout is not None and not 0.0 <= spec.dropout < 1.0:
+        raise ConfigError(f"method {spec.name!r}: dropout must be in [0, 1) (got {spec.dropout!r})")
     _METHODS[spec.name] = spec
     return spec
 

@@ -27,20 +27,26 @@ from learner.errors import ConfigError
 # (shape of one sample, embed width) -> a module mapping (B, *shape) to (B, embed)
 EncoderFactory = Callable[[tuple[int, ...], int], nn.Module]
 ENCODER_KINDS = ("auto", "mlp", "cnn1d", "cnn2d")
-CNN_CHANNELS = 32  # width of both convolutions of the shipped CNN encoders
+CNN_CHANNELS = 32  # channels of the second convolution of the shipped CNNs (the first: half)
 # Shared-input evaluation runs this many (device x sample) encoder passes at a time for module
 # encoders, so 1,000 devices x a test set do not hold every activation at once.
 EVAL_CHUNK = 8192
 ENC = "enc."  # prefix of a module encoder's parameters inside a block dict
 
 
+def _pool(length: int) -> int:
+    """Max-pool width after the first convolution: 4 (2 for short inputs, 1 for tiny ones);
+    it divides the second convolution's multiply-adds (and energy) by as much."""
+    return 4 if length >= 16 else 2 if length >= 4 else 1
+
+
 def cnn1d_encoder(shape: tuple[int, ...], embed: int) -> nn.Module:
     """Small 1-D CNN for (C, T): two convolutions (width 5), max-pool, global average, linear."""
     channels, length = shape
     return nn.Sequential(
-        nn.Conv1d(channels, CNN_CHANNELS, 5, padding=2), nn.ReLU(),
-        nn.MaxPool1d(2) if length >= 4 else nn.Identity(),
-        nn.Conv1d(CNN_CHANNELS, CNN_CHANNELS, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(channels, CNN_CHANNELS // 2, 5, padding=2), nn.ReLU(),
+        nn.MaxPool1d(_pool(length)),
+        nn.Conv1d(CNN_CHANNELS // 2, CNN_CHANNELS, 5, padding=2), nn.ReLU(),
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(CNN_CHANNELS, embed), nn.ReLU())
 
 
@@ -49,7 +55,7 @@ def cnn2d_encoder(shape: tuple[int, ...], embed: int) -> nn.Module:
     channels, height, width = shape
     return nn.Sequential(
         nn.Conv2d(channels, CNN_CHANNELS // 2, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2) if min(height, width) >= 4 else nn.Identity(),
+        nn.MaxPool2d(_pool(min(height, width))),
         nn.Conv2d(CNN_CHANNELS // 2, CNN_CHANNELS, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CNN_CHANNELS, embed), nn.ReLU())
 

@@ -1,7 +1,14 @@
-"""What one study cell does: generate + solve, or one training run. Runs in a worker process."""
+"""What one study cell does: generate + solve, one training run, or an analytic test function.
+
+Runs in a worker (a local process or a Dask worker): it sets its own seed and thread count and
+returns everything as a payload (no shared filesystem assumed); the parent journals it.
+"""
 
 from __future__ import annotations
 
+import base64
+import math
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -9,6 +16,7 @@ from typing import Any
 
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
+FILES_KEY = "_files"  # payload key: a train cell's output files, {relative path: base64 bytes}
 
 
 def solve_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -25,8 +33,21 @@ def solve_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
-def train_cell(params: dict[str, Any], seed: int, cell_dir: Path | None) -> dict[str, Any]:
-    """One learning run (outputs under the cell's folder); the summary, flattened."""
+def ishigami(x1: float, x2: float, x3: float, a: float = 7.0, b: float = 0.1) -> float:
+    """The Ishigami function (a = 7, b = 0.1): S1 = 0.3139, 0.4424, 0; ST = 0.5576, 0.4424, 0.2437."""
+    return math.sin(x1) + a * math.sin(x2) ** 2 + b * x3**4 * math.sin(x1)
+
+
+ANALYTIC = {"ishigami": ishigami}
+
+
+def analytic_cell(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An analytic test function at the cell's factors (the seed does not enter)."""
+    return {"status": "ok", "y": ANALYTIC[model](**params)}
+
+
+def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One learning run; the summary, flattened, with the run's output files as a payload."""
     import torch
 
     torch.set_num_threads(1)
@@ -34,24 +55,30 @@ def train_cell(params: dict[str, Any], seed: int, cell_dir: Path | None) -> dict
     from studies.training import run_train
 
     config = config_from_dict({**params, "seed": seed}, "study cell")
-    summary = run_train(config, cell_dir, progress=False)
+    with tempfile.TemporaryDirectory(prefix="dmmlkd-cell-") as tmp:
+        run_dir = Path(tmp) / "run"
+        summary = run_train(config, run_dir, progress=False)
+        files = {str(p.relative_to(run_dir)): base64.b64encode(p.read_bytes()).decode("ascii")
+                 for p in sorted(run_dir.rglob("*")) if p.is_file()}
     flat = {k: v for k, v in summary.items()
             if k not in ("modality_accuracy", "dropped_devices", "views", "method", "seed")}
     accs = summary["modality_accuracy"]
     flat.update({f"acc_{v}": a for v, a in accs.items()})
     flat["weakest_view_accuracy"] = min(accs.values())
     flat["dropped"] = len(summary["dropped_devices"])
+    flat[FILES_KEY] = files
     return flat
 
 
-def run_cell(kind: str, params: dict[str, Any], seed: int, cell_id: str,
-             cells_dir: str | None) -> dict[str, Any]:
+def run_cell(kind: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Run a cell, never raising: failures come back as status 'error' with the message."""
     t0 = time.perf_counter()
     try:
         if kind == "train":
-            out = train_cell(params, seed, Path(cells_dir) / cell_id if cells_dir else None)
+            out = train_cell(params, seed)
             out["status"] = "ok"
+        elif kind in ANALYTIC:
+            out = analytic_cell(kind, params)
         else:
             out = solve_cell(params, seed)
     except Exception as exc:  # noqa: BLE001 - recorded in the results, the study goes on
@@ -59,3 +86,15 @@ def run_cell(kind: str, params: dict[str, Any], seed: int, cell_id: str,
         out = {"status": "error", "error": last}
     out["cell_time_s"] = time.perf_counter() - t0
     return out
+
+
+def write_files(files: dict[str, str], cell_dir: Path) -> None:
+    """Write a cell's returned output files under its folder (in the parent process)."""
+    for rel, data in files.items():
+        path = cell_dir / rel
+        if path.resolve().parent != cell_dir.resolve() and cell_dir.resolve() not in path.resolve().parents:
+            continue  # never write outside the cell's folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(base64.b64decode(data))
+        tmp.replace(path)

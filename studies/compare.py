@@ -14,10 +14,13 @@ import pandas as pd
 import tomli_w
 
 from learner.config import TrainConfig
+from studies import style
 from studies.outputs import atomic_dir
+from studies.spec import StudyError
 from userio import progress
 
-DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance")
+DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
+                   "modality-dropout")
 
 
 def _one(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -51,11 +54,24 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
             "consensus_accuracy": summary["consensus_accuracy"],
             **{f"acc_{v}": a for v, a in accs.items()},
             "weakest_view_accuracy": min(accs.values()),
+            **_validation_columns(summary.get("validation")),
             "energy_used_j": summary["energy_used_j"],
+            "executed_energy_j": summary["executed_energy_j"],
+            "battery_total_j": summary["battery_total_j"],
             "dropped": len(summary["dropped_devices"]),
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })
     return history, rows, pd.DataFrame(finals)
+
+
+def _validation_columns(val: dict[str, Any] | None) -> dict[str, float]:
+    """The final validation metrics as val_* columns (none without a validation split)."""
+    if not val:
+        return {}
+    accs = val["modality_accuracy"]
+    return {"val_accuracy": val["accuracy"], "val_consensus_accuracy": val["consensus_accuracy"],
+            **{f"val_acc_{v}": a for v, a in accs.items()},
+            "val_weakest_view_accuracy": min(accs.values())}
 
 
 def _tqdm(it: Any, total: int, enabled: bool) -> Any:
@@ -79,15 +95,66 @@ def final_table(finals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+HEADLINE_METRICS = ("weakest_view_accuracy", "consensus_accuracy", "accuracy")
+
+
+def paired_differences(finals: pd.DataFrame, reference: str = "dmml-kd",
+                       confidence: float = 0.95) -> pd.DataFrame:
+    """Every method against ``reference``, seed by seed, for every numeric metric.
+
+    Columns: method, reference, metric, mean_diff (mean over seeds of method - reference on
+    the same seed), ci_low, ci_high (Student-t interval of that mean; nan with one seed),
+    seeds (how many seeds both ran).
+    """
+    from scipy import stats
+
+    if reference not in set(finals["method"]):
+        raise StudyError(f"reference method {reference!r} is not among the compared methods")
+    metrics = [c for c in finals.columns if c not in ("method", "seed")
+               and pd.api.types.is_numeric_dtype(finals[c])]
+    ref = finals[finals["method"] == reference].set_index("seed")
+    out = []
+    for method, group in finals.groupby("method", sort=False):
+        if method == reference:
+            continue
+        g = group.set_index("seed")
+        seeds = g.index.intersection(ref.index)
+        for metric in metrics:
+            d = (g.loc[seeds, metric] - ref.loc[seeds, metric]).to_numpy(float)
+            d = d[np.isfinite(d)]
+            mean = float(d.mean()) if d.size else float("nan")
+            if d.size > 1:
+                half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1)
+                             / np.sqrt(d.size))
+            else:
+                half = float("nan")
+            out.append({"method": method, "reference": reference, "metric": metric,
+                        "mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half,
+                        "seeds": int(d.size)})
+    return pd.DataFrame(out, columns=["method", "reference", "metric", "mean_diff", "ci_low",
+                                      "ci_high", "seeds"])
+
+
+def paired_table(paired: pd.DataFrame, metrics: tuple[str, ...] = HEADLINE_METRICS) -> pd.DataFrame:
+    """Paired deltas of the headline metrics as strings: 'mean [low, high]' (points x 100)."""
+    rows = []
+    for method, group in paired.groupby("method", sort=False):
+        g = group.set_index("metric")
+        row = {"method": f"{method} - {group['reference'].iloc[0]}",
+               "seeds": int(g["seeds"].max())}
+        for m in metrics:
+            if m in g.index:
+                r = g.loc[m]
+                row[m] = f"{100 * r.mean_diff:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views: list[str]) -> list[Path]:
     """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = style.apply()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     history = history.copy()
@@ -107,10 +174,7 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
         if ax is not np.atleast_1d(axes)[-1]:
             ax.get_legend().remove() if ax.get_legend() else None
     fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(style.save(fig, out / "curves.png"))
     balanced = rows[rows["method"] == "dmml-kd-balance"]
     if not balanced.empty:
         table = balanced[balanced["tau"] > 0].pivot_table(index="device", columns="modality",
@@ -121,18 +185,19 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
                     cbar_kws={"label": "mean tau per round"})
         ax.set_title("dmml-kd-balance: local iterations")
         fig.tight_layout()
-        path = out / "tau_heatmap.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(style.save(fig, out / "tau_heatmap.png"))
     return paths
 
 
 def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds: list[int],
-                     history: pd.DataFrame, rows: pd.DataFrame, finals: pd.DataFrame) -> str:
-    """Write tables, figures and the config atomically; return the Markdown final table."""
+                     history: pd.DataFrame, rows: pd.DataFrame, finals: pd.DataFrame,
+                     reference: str | None = "dmml-kd") -> str:
+    """Write tables, figures and the config atomically; return the Markdown final table (and
+    the paired deltas against ``reference``, when it is among the methods)."""
     from studies.bench import to_markdown
 
+    paired = paired_differences(finals, reference) \
+        if reference is not None and reference in methods and len(methods) > 1 else None
     with atomic_dir(out_dir) as tmp:
         spec = {"compare": {"methods": methods, "seeds": seeds}, "train": base.to_dict()}
         (tmp / "config.toml").write_text(tomli_w.dumps(spec))
@@ -141,6 +206,11 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
         finals.to_csv(tmp / "final.csv", index=False)
         table = to_markdown(final_table(finals))
         (tmp / "final.md").write_text(table + "\n")
+        if paired is not None:
+            paired.to_csv(tmp / "paired.csv", index=False)
+            deltas = to_markdown(paired_table(paired))
+            table += (f"\n\nPaired differences against {reference} (points, mean over seeds "
+                      f"[95% CI]):\n\n{deltas}")
         views = [c[4:] for c in finals.columns if c.startswith("acc_")]
         plot_comparison(history, rows, tmp / "figures", views)
     return table

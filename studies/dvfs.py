@@ -109,7 +109,7 @@ class DvfsAllocatorPolicy:
         tau[late] = np.where(holds[late], state.tau_min, 0)
         info: dict[str, Any] = {"solver": self.method, "late_devices_planned": int(late.size)}
         if problem is None:
-            return PolicyDecision(tau, {**info, "status": "no device can train"}, dropped, cpu)
+            return PolicyDecision(tau, {**info, "status": "no device can train"}, dropped, cpu_hz=cpu)
         alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
         tau[members] = alloc.tau
         cpu[members] = alloc.cpu_hz
@@ -118,4 +118,4 @@ class DvfsAllocatorPolicy:
                      "gap": s["gap"], "solver_time_s": alloc.total_time_s,
                      "policy_time_s": time.perf_counter() - t0,
                      "mean_level_fraction": float(np.mean(cpu[members] / state.cpu_hz[members]))})
-        return PolicyDecision(tau, info, dropped, cpu)
+        return PolicyDecision(tau, info, dropped, cpu_hz=cpu)

@@ -1,89 +1,82 @@
-"""Morris elementary-effects screening (small, NumPy): design points and mu*, sigma."""
+"""Morris elementary-effects screening through SALib: the design and the indices.
+
+SALib's sampler (Campolongo et al.: random start on the level grid, one factor per step, random
+step directions) and its ``analyze`` (mu, mu*, sigma, bootstrap CI of mu*) are used as they are:
+they are maintained, tested against the literature, and our former hand-written copy only
+duplicated them. What is ours is the plumbing: every design row is a cell that records its
+(trajectory, step), and the outputs are put back in design order by that place, not by matching
+rounded factor values.
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 
-def _design(k: int, trajectories: int, levels: int, seed: int) -> np.ndarray:
-    """Unit-cube trajectories (r, k + 1, k): each step moves one factor by +-Delta."""
-    rng = np.random.default_rng(seed)
-    delta = levels / (2.0 * (levels - 1))
-    grid = np.arange(levels) / (levels - 1)
-    starts = grid[grid <= 1 - delta + 1e-12]
-    out = np.empty((trajectories, k + 1, k))
-    for r in range(trajectories):
-        x = rng.choice(starts, size=k)
-        out[r, 0] = x
-        for step, i in enumerate(rng.permutation(k), start=1):
-            x = x.copy()
-            x[i] = x[i] + delta if x[i] + delta <= 1 + 1e-12 else x[i] - delta
-            out[r, step] = x
-    return out
+def problem(table: dict[str, Any]) -> dict[str, Any]:
+    """The SALib problem of a [morris]/[sobol] table: factors in sorted order with their bounds."""
+    names = sorted(table["ranges"])
+    return {"num_vars": len(names), "names": names,
+            "bounds": [[float(b) for b in table["ranges"][n]] for n in names]}
 
 
-def _factors(morris: dict[str, Any]) -> list[str]:
-    return sorted(morris["ranges"])
+def morris_matrix(morris: dict[str, Any]) -> np.ndarray:
+    """SALib's Morris design in the factors' own units: (trajectories x (k + 1), k)."""
+    from SALib.sample import morris as morris_sample
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SALib warns about odd level counts; the spec chose them
+        return morris_sample.sample(problem(morris), int(morris.get("trajectories", 10)),
+                                    num_levels=int(morris.get("levels", 4)),
+                                    seed=int(morris.get("seed", 0)))
 
 
-def morris_points(morris: dict[str, Any]) -> list[tuple[tuple[str, float], ...]]:
-    """Design points in the parameters' own units (as hashable (name, value) tuples)."""
-    names = _factors(morris)
-    unit = _design(len(names), int(morris.get("trajectories", 10)), int(morris.get("levels", 4)),
-                   int(morris.get("seed", 0)))
-    lows = np.array([morris["ranges"][n][0] for n in names], float)
-    highs = np.array([morris["ranges"][n][1] for n in names], float)
-    values = lows + unit * (highs - lows)
-    return [tuple((n, round(float(v), 12)) for n, v in zip(names, point))
-            for traj in values for point in traj]
-
-
-def elementary_effects(points: np.ndarray, outputs: np.ndarray, lows: np.ndarray,
-                       highs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """mu, mu*, sigma per factor from trajectories points (r, k+1, k) and outputs (r, k+1).
-
-    Effects are per unit of the normalised factor (range scaled to [0, 1]).
-    """
-    r, steps, k = points.shape
-    unit = (points - lows) / (highs - lows)
-    effects = [[] for _ in range(k)]
-    for t in range(r):
-        for s in range(1, steps):
-            diff = unit[t, s] - unit[t, s - 1]
-            i = int(np.argmax(np.abs(diff)))
-            effects[i].append((outputs[t, s] - outputs[t, s - 1]) / diff[i])
-    ee = [np.asarray(e, float) for e in effects]
-    mu = np.array([e.mean() for e in ee])
-    mu_star = np.array([np.abs(e).mean() for e in ee])
-    sigma = np.array([e.std(ddof=1) if e.size > 1 else 0.0 for e in ee])
-    return mu, mu_star, sigma
-
-
-def analyse(results: pd.DataFrame, morris: dict[str, Any],
-            outputs: tuple[str, ...] = ("objective", "imbalance_network", "energy_total_j"),
-            ) -> pd.DataFrame:
-    """Tidy Morris indices (output, parameter, mu, mu_star, sigma), averaged over seeds."""
-    names = _factors(morris)
-    r = int(morris.get("trajectories", 10))
+def morris_design(morris: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, int]]]:
+    """Every design point with its place: ({factor: value}, {"trajectory": t, "step": s})."""
+    names = problem(morris)["names"]
     k = len(names)
-    design = np.array([[v for _, v in p] for p in morris_points(morris)]).reshape(r, k + 1, k)
-    lows = np.array([morris["ranges"][n][0] for n in names], float)
-    highs = np.array([morris["ranges"][n][1] for n in names], float)
-    ok = results[results["status"] != "error"]
-    key = ok[names].round(12).apply(tuple, axis=1)
+    return [({n: float(v) for n, v in zip(names, row)}, {"trajectory": i // (k + 1), "step": i % (k + 1)})
+            for i, row in enumerate(morris_matrix(morris))]
+
+
+def analyse(results: pd.DataFrame, morris: dict[str, Any], outputs: tuple[str, ...],
+            ) -> pd.DataFrame:
+    """Tidy Morris indices (output, parameter, mu, mu_star, mu_star_conf, sigma, trajectories).
+
+    Each design point's output is its mean over seeds; a trajectory with a failed or missing
+    step is left out (its elementary effects are undefined).
+    """
+    from SALib.analyze import morris as morris_analyze
+
+    prob = problem(morris)
+    k = prob["num_vars"]
+    r = int(morris.get("trajectories", 10))
+    x = morris_matrix(morris)
+    ok = results[results.get("status", pd.Series("ok", index=results.index)) != "error"]
     rows = []
     for out in outputs:
-        by_point = ok.assign(_key=key).groupby("_key")[out].mean()
-        values = np.array([by_point.get(tuple(p), np.nan) for p in design.reshape(-1, k)])
-        values = values.reshape(r, k + 1)
-        keep = np.isfinite(values).all(axis=1)
-        if not keep.any():
+        if out not in ok or "trajectory" not in ok:
             continue
-        mu, mu_star, sigma = elementary_effects(design[keep], values[keep], lows, highs)
-        for i, name in enumerate(names):
-            rows.append({"output": out, "parameter": name, "mu": mu[i], "mu_star": mu_star[i],
-                         "sigma": sigma[i]})
+        by_place = ok.groupby(["trajectory", "step"])[out].mean()
+        index = pd.MultiIndex.from_product([range(r), range(k + 1)], names=["trajectory", "step"])
+        y = by_place.reindex(index).to_numpy(float).reshape(r, k + 1)
+        keep = np.isfinite(y).all(axis=1)
+        if keep.sum() < 2:
+            continue
+        xs = x.reshape(r, k + 1, k)[keep].reshape(-1, k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            si = morris_analyze.analyze(prob, xs, y[keep].reshape(-1),
+                                        num_resamples=int(morris.get("resamples", 100)),
+                                        num_levels=int(morris.get("levels", 4)),
+                                        seed=int(morris.get("seed", 0)))
+        for i, name in enumerate(prob["names"]):
+            rows.append({"output": out, "parameter": name, "mu": float(si["mu"][i]),
+                         "mu_star": float(si["mu_star"][i]),
+                         "mu_star_conf": float(si["mu_star_conf"][i]),
+                         "sigma": float(si["sigma"][i]), "trajectories": int(keep.sum())})
     return pd.DataFrame(rows)

@@ -1,37 +1,20 @@
-"""Study figures from results alone (seaborn): one PNG per question a reader would ask."""
+"""Study figures from results alone, in the shared style (studies.style): PNG + PDF + SVG each.
+
+One figure per question a reader would ask: an output against a swept factor (one marker and
+dash per method, so coinciding lines stay visible), Morris μ*/σ, Sobol S1/ST with confidence
+intervals and their convergence as the sample grows.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from studies import style
 from studies.spec import StudySpec
-
-LABELS = {
-    "objective": "objective (higher is better)",
-    "imbalance_network": "network imbalance max/min G_m",
-    "imbalance_device_mean": "mean device imbalance max/min P",
-    "energy_total_j": "energy used (J)",
-    "total_time_s": "build + solve time (s)",
-    "gap": "certified gap",
-    "consensus_accuracy": "consensus accuracy",
-    "accuracy": "device accuracy",
-    "weakest_view_accuracy": "weakest view's unimodal accuracy",
-    "energy_used_j": "energy used (J)",
-}
-
-
-def _setup():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    return plt, sns
 
 
 def _numeric_keys(spec: StudySpec) -> list[str]:
@@ -39,120 +22,213 @@ def _numeric_keys(spec: StudySpec) -> list[str]:
             if k != "method" and all(isinstance(x, (int, float)) for x in v) and len(v) > 1]
 
 
-def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Redraw every figure of a study into out_dir/figures; returns the files."""
+def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
+         tables: dict[str, pd.DataFrame] | None = None) -> list[Path]:
+    """Redraw every figure of a study into out_dir/figures; returns the PNG files.
+
+    tables: the sensitivity analysis (studies.report.analyse) when already computed.
+    """
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    ok = results[results.get("status", "ok") != "error"] if "status" in results else results
+    ok = results[results["status"] != "error"] if "status" in results else results
     if ok.empty:
         return []
-    if spec.kind == "morris":
-        return _morris(ok, spec, fig_dir)
+    if spec.kind in ("morris", "sobol"):
+        if tables is None:
+            from studies.report import analyse
+
+            tables = analyse(spec, results)
+        if spec.kind == "morris":
+            return _morris(tables.get("morris", pd.DataFrame()), fig_dir)
+        return _sobol(tables.get("indices", pd.DataFrame()),
+                      tables.get("convergence", pd.DataFrame()), fig_dir)
     if spec.kind == "train":
         return _train(ok, spec, fig_dir)
     return _solve(ok, spec, fig_dir)
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+def _style_kwargs(df: pd.DataFrame, key: str) -> dict[str, Any]:
+    """hue and style on the same column: every method has its colour, marker and dash."""
+    if key not in df:
+        return {"marker": "o"}
+    names = style.ordered(df[key])
+    markers, dashes = style.line_styles(names)
+    return {"hue": key, "hue_order": names, "style": key, "style_order": names,
+            "markers": markers, "dashes": dashes}
 
 
 def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
-    plt, sns = _setup()
+    plt = style.apply()
+    import seaborn as sns
+
     paths = []
-    hue = "method" if "method" in df else None
-    # A second categorical sweep (e.g. scope) gets its own line style rather than a blurred band.
-    style = next((k for k, v in spec.grid.items()
+    # A second categorical sweep (e.g. scope) gets its own panel row rather than a blurred band.
+    facet = next((k for k, v in spec.grid.items()
                   if k not in ("method", "devices") and len(v) > 1
                   and not all(isinstance(x, (int, float)) for x in v)), None)
+    facet_values = list(dict.fromkeys(df[facet])) if facet else [None]
+    kw = _style_kwargs(df, "method")
     for key in _numeric_keys(spec):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for ax, col in zip(axes, ("objective", "imbalance_network")):
-            sns.lineplot(data=df, x=key, y=col, hue=hue, style=style, marker="o", errorbar="sd",
-                         ax=ax)
-            ax.set_ylabel(LABELS[col])
-            ax.set_xlabel(key.replace("_", " "))
-            if key == "devices":
-                ax.set_xscale("log")
-        axes[0].set_title(f"objective vs {key} (band: sd over seeds)")
-        axes[1].set_title(f"imbalance vs {key}")
-        paths.append(_save(fig, fig_dir / f"objective_imbalance_vs_{key}.png"))
+        fig, axes = plt.subplots(len(facet_values), 2, figsize=(7.2, 2.8 * len(facet_values)),
+                                 squeeze=False)
+        for row, value in enumerate(facet_values):
+            part = df if facet is None else df[df[facet] == value]
+            for ax, col in zip(axes[row], ("objective", "imbalance_network")):
+                sns.lineplot(data=part, x=key, y=col, errorbar="sd", ax=ax, **kw)
+                ax.set_ylabel(style.label(col))
+                ax.set_xlabel(style.label(key))
+                if facet:
+                    ax.set_title(f"{facet} = {value}")
+                if key == "devices":
+                    ax.set_xscale("log")
+        fig.suptitle(f"{spec.name}: mean over {len(spec.seeds)} seeds (band: ± 1 sd)", fontsize=9)
+        fig.tight_layout()
+        style.legend_below(fig, axes.ravel(), "method")
+        paths.append(style.save(fig, fig_dir / f"objective_imbalance_vs_{key}.png"))
     if "devices" in spec.grid and len(spec.grid["devices"]) > 1:
-        fig, ax = plt.subplots(figsize=(4.8, 3.6))
-        sns.lineplot(data=df, x="devices", y="total_time_s", hue=hue, style=style, marker="o",
-                     errorbar="sd", ax=ax)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title("solve time vs devices")
-        ax.set_ylabel(LABELS["total_time_s"])
-        paths.append(_save(fig, fig_dir / "time_vs_devices.png"))
-        if "method" in df and {"exact", "heuristic"} <= set(df["method"]):
-            keys = [k for k in spec.grid if k != "method"] + ["seed"]
-            ex = df[df["method"] == "exact"].set_index(keys)["objective"]
-            he = df[df["method"] == "heuristic"].set_index(keys)
-            gap = ((ex.reindex(he.index) - he["objective"]) / ex.reindex(he.index).abs())
-            frame = he.assign(gap_to_exact=gap.to_numpy()).reset_index()
-            fig, ax = plt.subplots(figsize=(4.8, 3.6))
-            frame = frame.melt(id_vars=[c for c in frame.columns if c not in ("gap", "gap_to_exact")],
-                               value_vars=["gap_to_exact", "gap"], var_name="measure",
-                               value_name="relative gap")
-            frame["measure"] = frame["measure"].map({"gap_to_exact": "below exact's objective",
-                                                     "gap": "certified (own bound)"})
-            sns.lineplot(data=frame, x="devices", y="relative gap", hue="measure", style=style,
-                         marker="o", errorbar="sd", ax=ax)
+        fig, axes = plt.subplots(1, len(facet_values), figsize=(3.6 * len(facet_values), 3.0),
+                                 squeeze=False)
+        for ax, value in zip(axes[0], facet_values):
+            part = df if facet is None else df[df[facet] == value]
+            sns.lineplot(data=part, x="devices", y="total_time_s", errorbar="sd", ax=ax, **kw)
             ax.set_xscale("log")
-            ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
-            ax.set_title("heuristic gap vs devices")
-            ax.set_ylabel("relative gap")
-            paths.append(_save(fig, fig_dir / "heuristic_gap_vs_devices.png"))
+            ax.set_yscale("log")
+            ax.set_ylabel(style.label("total_time_s"))
+            ax.set_title(f"{facet} = {value}" if facet else "solve time")
+        fig.tight_layout()
+        style.legend_below(fig, axes.ravel(), "method")
+        paths.append(style.save(fig, fig_dir / "time_vs_devices.png"))
+        if "method" in df and {"exact", "heuristic"} <= set(df["method"]):
+            paths.append(_heuristic_gap(df, spec, facet, fig_dir))
     return paths
+
+
+def _heuristic_gap(df: pd.DataFrame, spec: StudySpec, facet: str | None, fig_dir: Path) -> Path:
+    plt = style.apply()
+    import seaborn as sns
+
+    keys = [k for k in spec.grid if k != "method"] + ["seed"]
+    ex = df[df["method"] == "exact"].set_index(keys)["objective"]
+    he = df[df["method"] == "heuristic"].set_index(keys)
+    gap = (ex.reindex(he.index) - he["objective"]) / ex.reindex(he.index).abs()
+    frame = he.assign(gap_to_exact=gap.to_numpy()).reset_index()
+    frame = frame.melt(id_vars=[c for c in frame.columns if c not in ("gap", "gap_to_exact")],
+                       value_vars=["gap_to_exact", "gap"], var_name="measure",
+                       value_name="relative gap")
+    frame["measure"] = frame["measure"].map({"gap_to_exact": "below exact's objective",
+                                             "gap": "certified (own bound)"})
+    fig, ax = plt.subplots(figsize=(4.4, 3.2))
+    kw = _style_kwargs(frame, "measure")
+    if facet:
+        kw = {**kw, "style": facet, "style_order": list(dict.fromkeys(frame[facet])),
+              "markers": True, "dashes": True}
+    sns.lineplot(data=frame, x="devices", y="relative gap", errorbar="sd", ax=ax, **kw)
+    ax.set_xscale("log")
+    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_title("heuristic: gap vs devices")
+    ax.set_xlabel(style.label("devices"))
+    fig.tight_layout()
+    style.legend_below(fig, [ax])
+    return style.save(fig, fig_dir / "heuristic_gap_vs_devices.png")
 
 
 def _train(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
-    plt, sns = _setup()
+    plt = style.apply()
+    import seaborn as sns
+
     paths = []
     keys = _numeric_keys(spec)
     cols = ["consensus_accuracy", "weakest_view_accuracy", "energy_used_j"]
-    hue = "method" if "method" in df else None
-    if len(keys) == 2:
-        long = df.melt(id_vars=[*keys, "seed", *([hue] if hue else [])], value_vars=cols,
-                       var_name="measure", value_name="value")
-        grid = sns.relplot(data=long, x=keys[0], y="value", hue=hue, col="measure",
-                           row=keys[1], kind="line", marker="o", errorbar="sd",
-                           facet_kws={"sharey": False}, height=2.6)
-        grid.figure.suptitle(f"train study: by {keys[0]} and {keys[1]}", y=1.02)
-        grid.savefig(fig_dir / "train_facets.png", dpi=80)
-        plt.close(grid.figure)
-        return [fig_dir / "train_facets.png"]
-    for key in keys:
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-        for ax, col in zip(axes, cols):
-            sns.lineplot(data=df, x=key, y=col, hue=hue, marker="o", errorbar="sd", ax=ax)
-            ax.set_ylabel(LABELS[col])
-            ax.set_title(f"{LABELS[col]} vs {key}")
-            if key == "alpha":
-                ax.set_xscale("log")
-        paths.append(_save(fig, fig_dir / f"train_vs_{key}.png"))
+    kw = _style_kwargs(df, "method")
+    rows = keys[1:2] if len(keys) == 2 else [None]
+    for key in keys[:1] if len(keys) == 2 else keys:
+        row_values = list(dict.fromkeys(df[rows[0]])) if rows[0] else [None]
+        fig, axes = plt.subplots(len(row_values), 3, figsize=(10, 2.8 * len(row_values)),
+                                 squeeze=False)
+        for r, value in enumerate(row_values):
+            part = df if value is None else df[df[rows[0]] == value]
+            for ax, col in zip(axes[r], cols):
+                sns.lineplot(data=part, x=key, y=col, errorbar="sd", ax=ax, **kw)
+                ax.set_ylabel(style.label(col))
+                ax.set_xlabel(style.label(key))
+                if value is not None:
+                    ax.set_title(f"{style.label(rows[0])} = {value}")
+                if key == "alpha":
+                    ax.set_xscale("log")
+        fig.tight_layout()
+        style.legend_below(fig, axes.ravel(), "method")
+        name = "train_facets.png" if rows[0] else f"train_vs_{key}.png"
+        paths.append(style.save(fig, fig_dir / name))
     return paths
 
 
-def _morris(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
-    from studies.morris import analyse
+def _panels(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, np.ndarray]:
+    plt = style.apply()
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0]
 
-    plt, sns = _setup()
-    indices = analyse(df, spec.morris)
-    indices.to_parquet(fig_dir.parent / "morris.parquet", index=False)
-    outputs = list(indices["output"].unique())
-    fig, axes = plt.subplots(1, len(outputs), figsize=(4.2 * len(outputs), 3.4))
-    for ax, out in zip(np.atleast_1d(axes), outputs):
-        part = indices[indices["output"] == out].sort_values("mu_star", ascending=False)
-        ax.barh(part["parameter"], part["mu_star"], xerr=part["sigma"], color="C0", alpha=0.8)
-        ax.invert_yaxis()
-        ax.set_title(f"Morris screening: {LABELS.get(out, out)}")
-        ax.set_xlabel("mu* (bar) and sigma (whisker), per unit range")
-    return [_save(fig, fig_dir / "morris.png")]
+
+def _morris(indices: pd.DataFrame, fig_dir: Path) -> list[Path]:
+    if indices.empty:
+        return []
+    outputs = list(dict.fromkeys(indices["output"]))
+    fig, axes = _panels(len(outputs), 3.8, 0.6 + 0.45 * indices["parameter"].nunique())
+    for ax, out in zip(axes, outputs):
+        part = indices[indices["output"] == out].sort_values("mu_star", ascending=True)
+        ypos = np.arange(len(part))
+        ax.barh(ypos, part["mu_star"], xerr=part["mu_star_conf"], color="C0", alpha=0.85,
+                height=0.6, capsize=3, label=r"$\mu^*$ (95% bootstrap CI)")
+        ax.plot(part["sigma"], ypos, "D", color="C3", markersize=5, label=r"$\sigma$")
+        ax.set_yticks(ypos, [style.label(p) for p in part["parameter"]])
+        ax.set_xlim(left=0)
+        ax.set_title(style.label(out))
+        ax.set_xlabel(r"$\mu^*$, $\sigma$ (output units per full range)")
+    fig.tight_layout()
+    style.legend_below(fig, axes)
+    return [style.save(fig, fig_dir / "morris.png")]
+
+
+def _sobol(indices: pd.DataFrame, trend: pd.DataFrame, fig_dir: Path) -> list[Path]:
+    if indices.empty:
+        return []
+    paths = []
+    outputs = list(dict.fromkeys(indices["output"]))
+    fig, axes = _panels(len(outputs), 3.6, 3.0)
+    for ax, out in zip(axes, outputs):
+        part = indices[indices["output"] == out]
+        x = np.arange(len(part))
+        ax.bar(x - 0.18, part["S1"], 0.36, yerr=part["S1_conf"], capsize=3, color="C0",
+               label="first order $S_1$")
+        ax.bar(x + 0.18, part["ST"], 0.36, yerr=part["ST_conf"], capsize=3, color="C1",
+               hatch="//", edgecolor="white", label="total $S_T$")
+        ax.set_xticks(x, [style.label(p) for p in part["parameter"]], rotation=20, ha="right")
+        ax.set_ylim(min(0.0, float((part[["S1", "ST"]].to_numpy()
+                                    - part[["S1_conf", "ST_conf"]].to_numpy()).min()) - 0.02),
+                    max(1.0, float((part["ST"] + part["ST_conf"]).max()) + 0.02))
+        ax.axhline(0, color="0.3", linewidth=0.6)
+        ax.set_ylabel("Sobol index (share of variance)")
+        ax.set_title(style.label(out))
+    fig.tight_layout()
+    style.legend_below(fig, axes, "bars: index; whiskers: 95% bootstrap CI")
+    paths.append(style.save(fig, fig_dir / "sobol_indices.png"))
+    if not trend.empty and trend["N"].nunique() > 1:
+        params = list(dict.fromkeys(trend["parameter"]))
+        markers, _ = style.line_styles(params)
+        fig, axes = _panels(len(outputs), 3.6, 3.0)
+        for ax, out in zip(axes, outputs):
+            part = trend[trend["output"] == out]
+            for i, p in enumerate(params):
+                line = part[part["parameter"] == p].sort_values("N")
+                for col, dash, alpha in (("S1", "-", 1.0), ("ST", "--", 0.8)):
+                    ax.plot(line["N"], line[col], dash, marker=markers[p], color=f"C{i}",
+                            alpha=alpha, label=f"{col[0]}$_{{{col[1]}}}$ {style.label(p)}")
+                    ax.fill_between(line["N"], line[col] - line[f"{col}_conf"],
+                                    line[col] + line[f"{col}_conf"], color=f"C{i}", alpha=0.12)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("base samples N (cells: N × (k + 2))")
+            ax.set_ylabel("Sobol index")
+            ax.set_title(style.label(out))
+        fig.tight_layout()
+        style.legend_below(fig, axes, "solid: $S_1$, dashed: $S_T$; band: 95% CI")
+        paths.append(style.save(fig, fig_dir / "sobol_convergence.png"))
+    return paths

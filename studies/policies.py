@@ -8,25 +8,16 @@ iteration table. Devices that cannot pay the cheapest round are left out and rep
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from allocator import Problem, solve
+from learner.loop import PolicyDecision, RoundState
+from metrics.energy import cheapest_round_j, fits_budget
 
 BUDGET_RULES = ("even", "all")
-
-
-@dataclass
-class Decision:
-    """What a policy returns (duck-compatible with `learner.loop.PolicyDecision`)."""
-
-    tau: NDArray[np.int64]
-    info: dict[str, Any] = field(default_factory=dict)
-    dropped: list[int] = field(default_factory=list)
 
 
 def round_budget(battery_j: NDArray[np.float64], round_index: int, rounds_total: int,
@@ -40,7 +31,7 @@ def round_budget(battery_j: NDArray[np.float64], round_index: int, rounds_total:
     raise ValueError(f"budget rule must be one of {BUDGET_RULES} (got {rule!r})")
 
 
-def build_problem(state: Any, scope: str = "device", delta: float = 0.1, mu: float = 5.0,
+def build_problem(state: RoundState, scope: str = "device", delta: float = 0.1, mu: float = 5.0,
                   epsilon: float = 1e-3, budget_rule: str = "even",
                   ) -> tuple[Problem | None, NDArray[np.int64], list[int]]:
     """The round's allocation problem over the devices that can take part.
@@ -56,15 +47,16 @@ def build_problem(state: Any, scope: str = "device", delta: float = 0.1, mu: flo
     forward = np.where(holds, np.asarray(state.forward_j, float), 0.0)
     backward = np.where(holds, np.asarray(state.backward_j, float), 0.0)
     comm = np.asarray(state.comm_j, float)
-    cheapest = state.tau_min * (forward + backward).sum(axis=1) + comm
+    cheapest = cheapest_round_j(holds, forward, backward, comm, state.tau_min)
     active = np.asarray(state.active, bool) & holds.any(axis=1)
     budget = round_budget(battery, state.round, state.rounds_total, budget_rule)
-    can_pay = battery >= cheapest * (1 + 1e-9)
+    can_pay = fits_budget(cheapest, battery)
     dropped = [int(k) for k in np.flatnonzero(active & ~can_pay)]
     members = np.flatnonzero(active & can_pay)
     if members.size == 0:
         return None, members, dropped
-    budget = np.maximum(budget, cheapest * (1 + 1e-9))
+    # Raised to the cheapest round, but never above what the battery can pay.
+    budget = np.minimum(np.maximum(budget, cheapest), battery)
     speed = np.asarray(state.speed, float)
     # A held modality with no measurement yet gets the loop's prior; guard against zeros.
     speed = np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))
@@ -73,7 +65,7 @@ def build_problem(state: Any, scope: str = "device", delta: float = 0.1, mu: flo
         devices=tuple(state.devices[k] for k in members),
         holds=holds[members], speed=speed[members], forward_energy=forward[members],
         backward_energy=backward[members], comm_energy=comm[members],
-        budget=np.minimum(budget[members], battery[members]),
+        budget=budget[members],
         scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
         delta=delta, mu=mu, epsilon=epsilon,
     )
@@ -93,24 +85,23 @@ class AllocatorPolicy:
     time_limit: float | None = 10.0
     mip_gap: float = 1e-4
 
-    def __call__(self, state: Any) -> Decision:
-        """Solve this round's allocation problem."""
-        t0 = time.perf_counter()
+    def __call__(self, state: RoundState) -> PolicyDecision:
+        """Solve this round's allocation problem (the loop times the call itself)."""
         problem, members, dropped = build_problem(
             state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
         tau = np.zeros(np.asarray(state.holds).shape, dtype=np.int64)
         if problem is None:
-            return Decision(tau, {"solver": self.method, "status": "no device can train"},
-                            dropped)
+            return PolicyDecision(tau, {"solver": self.method, "status": "no device can train"},
+                                  dropped)
         alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
         tau[members] = alloc.tau
         s = alloc.summary()
         info = {
             "solver": self.method, "scope": self.scope, "status": s["status"],
             "objective": s["objective"], "gap": s["gap"], "solver_time_s": alloc.total_time_s,
-            "policy_time_s": time.perf_counter() - t0,
             "imbalance_network": s["imbalance_network"],
             "imbalance_device_mean": s["imbalance_device_mean"],
-            "predicted_progress": alloc.evaluation.progress,
         }
-        return Decision(tau, info, dropped)
+        predicted = np.zeros(tau.shape)
+        predicted[members] = alloc.evaluation.progress
+        return PolicyDecision(tau, info, dropped, predicted_progress=predicted)

@@ -1,27 +1,32 @@
-"""Run a study: every cell x seed in worker processes, durably journalled, resumable.
+"""Run a study: every cell x seed in worker processes (or on a Dask cluster), journalled, resumable.
 
 Each finished cell is appended to ``DIR/cells.jsonl`` (flushed and fsynced) by the parent
 process, so a stopped study loses no finished cell and a rerun skips them; ``results.parquet``
 is rebuilt from the journal atomically. The spec is stored as ``DIR/spec.toml``; a different
-spec in the same folder is refused unless forced.
+spec in the same folder is refused unless forced (execution settings such as ``jobs`` and
+``cluster`` do not make a spec different). One study at a time holds ``DIR/.lock``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pandas as pd
 import tomli_w
 
-from studies.cells import run_cell
-from studies.spec import StudyError, StudySpec, parse_spec
-from userio import progress
+from studies.cells import FILES_KEY, run_cell, write_files
+from studies.spec import Cell, StudyError, StudySpec, parse_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +34,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
+PROGRESS_EVERY_S = 5.0  # a plain progress line this often when stderr is not a terminal
+
+
+class StudyTerminated(KeyboardInterrupt):
+    """SIGTERM arrived: the study stopped cleanly (workers ended, journal consistent)."""
+
+    exit_code = 143
 
 
 def read_journal(out_dir: Path) -> list[dict[str, Any]]:
@@ -45,10 +57,33 @@ def read_journal(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _append(fh: Any, row: dict[str, Any]) -> None:
-    fh.write(json.dumps(row, default=float) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
+def repair_journal(path: Path) -> int:
+    """Cut a torn last line (a crash mid-write) so the next record starts on its own line.
+
+    Returns the number of bytes removed.
+    """
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return len(data) - keep
+
+
+def _append(fh: TextIO, row: dict[str, Any]) -> None:
+    # Hold SIGTERM back while one record is written, so a stop never tears a line.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        fh.write(json.dumps(row, default=float) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def write_results(spec: StudySpec, out_dir: Path) -> pd.DataFrame:
@@ -65,8 +100,12 @@ def write_results(spec: StudySpec, out_dir: Path) -> pd.DataFrame:
 def _check_spec(spec: StudySpec, out_dir: Path, force: bool) -> None:
     stored = out_dir / "spec.toml"
     if stored.exists():
-        old = tomllib.loads(stored.read_text(encoding="utf-8"))
-        if old != spec.raw and not force:
+        try:
+            old = parse_spec(tomllib.loads(stored.read_text(encoding="utf-8")), str(stored))
+            same = old.identity() == spec.identity()
+        except (tomllib.TOMLDecodeError, StudyError):
+            same = False
+        if not same and not force:
             raise StudyError(f"{out_dir} holds results of a different spec; use another --out "
                              "or --force to run the new spec there")
     tmp = out_dir / ".spec.toml.tmp"
@@ -74,69 +113,220 @@ def _check_spec(spec: StudySpec, out_dir: Path, force: bool) -> None:
     os.replace(tmp, stored)
 
 
+@contextmanager
+def study_lock(out_dir: Path) -> Iterator[None]:
+    """Hold DIR/.lock for the whole run; a second study on the folder is refused at once."""
+    fh = open(out_dir / ".lock", "a")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyError(f"{out_dir}: another study is running in this folder; wait for it "
+                             "to finish or use another --out") from None
+        yield
+    finally:
+        fh.close()  # closing releases the lock
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into StudyTerminated in the main thread while a study runs."""
+    def handler(signum: int, frame: Any) -> None:
+        raise StudyTerminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Progress:
+    """Cells done, as a tqdm bar on a terminal or a plain line every few seconds otherwise.
+
+    update(failed) after each cell, write(line) for messages, close() at the end.
+    """
+
+    def __init__(self, total: int, name: str, tty: bool | None = None,
+                 every_s: float = PROGRESS_EVERY_S) -> None:
+        self.total, self.name, self.every_s = total, name, every_s
+        self.done = self.failed = 0
+        self.t0 = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.bar = None
+        if self.tty and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="cells", unit="cell")
+
+    def update(self, failed: bool = False) -> None:
+        """One more cell finished."""
+        self.done += 1
+        self.failed += int(failed)
+        if self.bar is not None:
+            self.bar.update(1)
+        elif time.monotonic() - self.last >= self.every_s:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = time.monotonic()
+        elapsed = self.last - self.t0
+        left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        print(f"study {self.name!r}: {self.done}/{self.total} cells, {self.failed} failed, "
+              f"{elapsed:.0f} s, about {left:.0f} s left", file=sys.stderr, flush=True)
+
+    def write(self, line: str) -> None:
+        """A message that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """End the bar, or print the last plain line."""
+        if self.bar is not None:
+            self.bar.close()
+        elif self.done:
+            self._line()
+
+
+@contextmanager
+def _executor(jobs: int, cluster: str | None) -> Iterator[Executor | None]:
+    """None (run in this process), a spawn process pool, or a Dask cluster's executor.
+
+    On any exit (end, error, Ctrl-C, SIGTERM) every worker it started is ended.
+    """
+    if cluster:
+        with _dask_executor(cluster, jobs) as executor:
+            yield executor
+        return
+    if jobs <= 1:
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    try:
+        yield pool
+    except BaseException:
+        # ProcessPoolExecutor has no public way to stop running workers before Python 3.14.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextmanager
+def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
+    """A Dask client's executor: a LocalCluster of `jobs` processes, or a running scheduler."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    local = None
+    try:
+        if cluster == "local":
+            local = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                 dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(local)
+        else:
+            client = Client(cluster, timeout="10s")
+    except OSError as exc:
+        if local is not None:
+            local.close()
+        raise StudyError(f"cannot reach the Dask scheduler at {cluster!r} ({exc})") from None
+    try:
+        yield client.get_executor(pure=False)
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
 def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bool = False,
-              progress: bool = True) -> tuple[int, int, int]:
-    """Run the missing cells; returns (cells run now, cells skipped, failures overall)."""
+              progress: bool | None = None, cluster: str | None = None,
+              on_failure: Callable[[str, str], None] | None = None) -> tuple[int, int, int]:
+    """Run the missing cells; returns (cells run now, cells skipped, failures overall).
+
+    progress: True a bar, False plain lines every few seconds, None whichever suits stderr.
+    on_failure(cell_id, line) hears of each failed cell as it ends (default: printed).
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_spec(spec, out_dir, force)
-    done = {r["cell_id"] for r in read_journal(out_dir)}
-    todo = [c for c in spec.cells() if c.id not in done]
-    skipped = len(spec.cells()) - len(todo)
+    # Workers first: an unreachable scheduler is refused before anything is written.
+    with _executor(jobs or spec.jobs, cluster or spec.cluster) as executor:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with study_lock(out_dir), _sigterm_raises():
+            _check_spec(spec, out_dir, force)
+            repair_journal(out_dir / "cells.jsonl")
+            done = {r["cell_id"] for r in read_journal(out_dir)}
+            cells = spec.cells()
+            todo = [c for c in cells if c.id not in done]
+            ran = _run_cells(spec, todo, out_dir, executor, progress, on_failure)
+    frame = pd.read_parquet(out_dir / "results.parquet")
+    failures = int((frame.get("status", pd.Series(dtype=str)) == "error").sum())
+    return ran, len(cells) - len(todo), failures
+
+
+def _run_cells(spec: StudySpec, todo: list[Cell], out_dir: Path, executor: Executor | None,
+               progress: bool | None, on_failure: Callable[[str, str], None] | None) -> int:
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
-    jobs = jobs or spec.jobs
-    cells_dir = str(out_dir / "cells") if spec.kind == "train" else None
-    bar = _bar(len(todo), progress)
+    bar = Progress(len(todo), spec.name, tty=progress)
+    model = spec.model
     ran = 0
     try:
         with open(out_dir / "cells.jsonl", "a", encoding="utf-8") as journal:
-            if jobs <= 1:
+
+            def finish(cell: Cell, output: dict[str, Any]) -> None:
+                nonlocal ran
+                _record(journal, cell, output, out_dir)
+                ran += 1
+                failed = output.get("status") == "error"
+                bar.update(failed)
+                if failed:
+                    line = failure_line(cell.id, cell.params, cell.seed, output.get("error", ""))
+                    if on_failure is None:
+                        bar.write(line)
+                    else:
+                        on_failure(cell.id, line)
+                if stop_after and ran >= stop_after:
+                    raise KeyboardInterrupt
+
+            if executor is None:
                 for cell in todo:
-                    _record(journal, cell, run_cell(spec.kind, cell.params, cell.seed, cell.id,
-                                                    cells_dir))
-                    ran += 1
-                    bar(1)
-                    if stop_after and ran >= stop_after:
-                        raise KeyboardInterrupt
+                    finish(cell, run_cell(model, cell.params, cell.seed))
             else:
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                    pending = {pool.submit(run_cell, spec.kind, c.params, c.seed, c.id, cells_dir): c
-                               for c in todo}
-                    try:
-                        while pending:
-                            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                _record(journal, pending.pop(fut), fut.result())
-                                ran += 1
-                                bar(1)
-                                if stop_after and ran >= stop_after:
-                                    raise KeyboardInterrupt
-                    except BaseException:
-                        for fut in pending:
-                            fut.cancel()
-                        raise
+                pending: dict[Future[dict[str, Any]], Cell] = {
+                    executor.submit(run_cell, model, c.params, c.seed): c for c in todo}
+                try:
+                    while pending:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            finish(pending.pop(fut), fut.result())
+                finally:
+                    for fut in pending:
+                        fut.cancel()
     finally:
-        bar(None)
+        bar.close()
         write_results(spec, out_dir)
-    frame = pd.read_parquet(out_dir / "results.parquet")
-    failures = int((frame.get("status", pd.Series(dtype=str)) == "error").sum())
-    return ran, skipped, failures
+    return ran
 
 
-def _record(journal: Any, cell: Any, output: dict[str, Any]) -> None:
-    _append(journal, {"cell_id": cell.id, "seed": cell.seed, **cell.params, **output})
+def failure_line(cell_id: str, params: dict[str, Any], seed: int, error: str) -> str:
+    """One line saying which cell failed and why."""
+    where = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in params.items())
+    return f"cell {cell_id} ({where}, seed={seed}) failed: {error}"
 
 
-def _bar(total: int, enabled: bool) -> Any:
-    bar = progress(total, "cells", "cell", enabled and total > 0)
-
-    def update(n: int | None) -> None:
-        if n is None:
-            bar.close()
-        else:
-            bar.update(n)
-
-    return update
+def _record(journal: TextIO, cell: Cell, output: dict[str, Any], out_dir: Path) -> None:
+    files = output.pop(FILES_KEY, None)
+    if files:  # the worker's outputs come back with the result: no shared filesystem needed
+        write_files(files, out_dir / "cells" / cell.id)
+    _append(journal, {"cell_id": cell.id, "seed": cell.seed, **cell.design, **cell.params,
+                      **output})
 
 
 def load_study(out_dir: Path) -> tuple[StudySpec, pd.DataFrame]:

@@ -1,10 +1,11 @@
-"""Study specifications: a TOML file with [study], [base], [grid] (and [morris]) tables."""
+"""Study specifications: a TOML file with [study], [base], [grid] (or [morris] / [sobol]) tables."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,18 +16,35 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-KINDS = ("solve", "train", "morris")
+KINDS = ("solve", "train", "morris", "sobol")
+SENSITIVITY_KINDS = ("morris", "sobol")
+STUDY_KEYS = frozenset({"name", "kind", "seeds", "jobs", "cluster"})
+# Where and how fast a study runs, not what it computes: left out of the spec's identity.
+EXECUTION_KEYS = ("jobs", "cluster")
 SOLVE_KEYS = frozenset({
     "devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
     "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max", "method", "time_limit",
     "mip_gap",
 })
-MORRIS_PARAMETERS = frozenset({"budget_scale", "delta", "mu", "speed_spread", "energy_spread",
-                               "missing_rate", "epsilon"})
+# The models a sensitivity study can vary, the factors each accepts, and the outputs analysed.
+MODEL_FACTORS: dict[str, frozenset[str]] = {
+    "solve": frozenset({"budget_scale", "delta", "mu", "speed_spread", "energy_spread",
+                        "missing_rate", "epsilon"}),
+    # Analytic test functions (studies.cells.ANALYTIC): indices known in closed form.
+    "ishigami": frozenset({"x1", "x2", "x3"}),
+}
+MODEL_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "solve": ("objective", "imbalance_network", "energy_total_j"),
+    "ishigami": ("y",),
+}
+MORRIS_PARAMETERS = MODEL_FACTORS["solve"]
+MORRIS_KEYS = frozenset({"model", "trajectories", "levels", "seed", "resamples", "ranges"})
+SOBOL_KEYS = frozenset({"model", "samples", "seed", "second_order", "resamples", "conf_level",
+                        "ranges"})
 
 
 class StudyError(ValueError):
-    """A user-caused study error (bad spec, changed spec); one line, exit code 2."""
+    """A user-caused study error (bad spec, changed spec, busy folder); one line, exit code 2."""
 
     exit_code = 2
 
@@ -40,11 +58,12 @@ def train_keys() -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One unit of work: options and a seed, with a stable id."""
+    """One unit of work: options, a seed, its place in a design (e.g. trajectory and step), an id."""
 
     params: dict[str, Any]
     seed: int
     id: str
+    design: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,32 +78,114 @@ class StudySpec:
     grid: dict[str, list[Any]]
     morris: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    sobol: dict[str, Any] = field(default_factory=dict)
+    cluster: str | None = None
+
+    @property
+    def model(self) -> str:
+        """What one cell computes: 'solve', 'train' or an analytic function's name."""
+        if self.kind in SENSITIVITY_KINDS:
+            return str(self.sensitivity.get("model", "solve"))
+        return self.kind
+
+    @property
+    def sensitivity(self) -> dict[str, Any]:
+        """The [morris] or [sobol] table (empty for a grid study)."""
+        return self.morris if self.kind == "morris" else self.sobol if self.kind == "sobol" else {}
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The result columns a sensitivity analysis looks at."""
+        return MODEL_OUTPUTS.get(self.model, ())
+
+    def identity(self) -> dict[str, Any]:
+        """The spec without its execution settings: two specs with equal identity give equal rows."""
+        study = {k: v for k, v in self.raw.get("study", {}).items() if k not in EXECUTION_KEYS}
+        return {**self.raw, "study": study}
+
+    def design(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
+        """(factor values, place in the design) for every design point, in design order."""
+        if self.kind == "morris":
+            from studies.morris import morris_design
+
+            return morris_design(self.morris)
+        if self.kind == "sobol":
+            from studies.sobol import sobol_design
+
+            return sobol_design(self.sobol)
+        keys = list(self.grid)
+        return [(dict(zip(keys, values)), {})
+                for values in itertools.product(*(self.grid[k] for k in keys))]
 
     def cells(self) -> list[Cell]:
-        """Every grid cell x seed (or every Morris design point x seed)."""
-        if self.kind == "morris":
-            from studies.morris import morris_points
-
-            combos = [dict(p) for p in morris_points(self.morris)]
-        else:
-            keys = list(self.grid)
-            combos = [dict(zip(keys, values))
-                      for values in itertools.product(*(self.grid[k] for k in keys))]
+        """Every design point x seed (grid cells, Morris trajectory steps or Sobol points)."""
         out, seen = [], set()
-        for combo in combos:
+        for combo, place in self.design():
             params = {**self.base, **combo}
             for seed in self.seeds:
-                cid = cell_id(self.kind, params, seed)
-                if cid not in seen:  # Morris trajectories can revisit a design point
+                cid = cell_id(self.model, params, seed, place)
+                if cid not in seen:
                     seen.add(cid)
-                    out.append(Cell(params, seed, cid))
+                    out.append(Cell(params, seed, cid, place))
         return out
 
 
-def cell_id(kind: str, params: dict[str, Any], seed: int) -> str:
-    """Stable id of a cell: a hash of everything that defines its result."""
-    text = json.dumps({"kind": kind, "params": params, "seed": seed}, sort_keys=True, default=str)
+def cell_id(kind: str, params: dict[str, Any], seed: int,
+            design: dict[str, int] | None = None) -> str:
+    """Stable id of a cell: a hash of everything that defines its result (and its design place)."""
+    record: dict[str, Any] = {"kind": kind, "params": params, "seed": seed}
+    if design:
+        record["design"] = design
+    text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _int_at_least(table: dict[str, Any], key: str, default: int, low: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise StudyError(f"{where}.{key} must be an integer >= {low} (got {value!r})")
+    return value
+
+
+def _parse_sensitivity(data: dict[str, Any], kind: str, source: str) -> dict[str, Any]:
+    table = data.get(kind, {})
+    where = f"{source}: {kind}"
+    if not isinstance(table, dict):
+        raise StudyError(f"{where} must be a table")
+    allowed = MORRIS_KEYS if kind == "morris" else SOBOL_KEYS
+    for key in table:
+        if key not in allowed:
+            raise StudyError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+    model = table.get("model", "solve")
+    if model not in MODEL_FACTORS:
+        raise StudyError(f"{where}.model must be one of {', '.join(MODEL_FACTORS)} (got {model!r})")
+    ranges = table.get("ranges", {})
+    if not isinstance(ranges, dict) or not ranges:
+        raise StudyError(f"{source}: a {kind} study needs [{kind}.ranges]")
+    for key, bounds in ranges.items():
+        if key not in MODEL_FACTORS[model]:
+            raise StudyError(f"{where}.ranges.{key} is not a factor of the {model} model "
+                             f"({', '.join(sorted(MODEL_FACTORS[model]))})")
+        if not (isinstance(bounds, list) and len(bounds) == 2
+                and all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                        and math.isfinite(b) for b in bounds) and bounds[0] < bounds[1]):
+            raise StudyError(f"{where}.ranges.{key} must be [low, high] with low < high, finite")
+    _int_at_least(table, "seed", 0, 0, where)
+    _int_at_least(table, "resamples", 100, 10, where)
+    if kind == "morris":
+        _int_at_least(table, "levels", 4, 2, where)
+        _int_at_least(table, "trajectories", 10, 2, where)
+    else:
+        samples = _int_at_least(table, "samples", 64, 4, where)
+        if samples & (samples - 1):
+            raise StudyError(f"{where}.samples must be a power of two (Sobol sequence; got "
+                             f"{samples})")
+        if not isinstance(table.get("second_order", False), bool):
+            raise StudyError(f"{where}.second_order must be true or false")
+        conf = table.get("conf_level", 0.95)
+        if isinstance(conf, bool) or not isinstance(conf, float) or not 0 < conf < 1:
+            raise StudyError(f"{where}.conf_level must be a number in (0, 1)")
+    return table
 
 
 def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
@@ -92,46 +193,53 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
     study = data.get("study")
     if not isinstance(study, dict):
         raise StudyError(f"{source}: missing [study] table")
-    unknown_tables = set(data) - {"study", "base", "grid", "morris"}
+    unknown_tables = set(data) - {"study", "base", "grid", "morris", "sobol"}
     if unknown_tables:
         raise StudyError(f"{source}: unknown table [{sorted(unknown_tables)[0]}]")
+    unknown_keys = set(study) - STUDY_KEYS
+    if unknown_keys:
+        raise StudyError(f"{source}: unknown key study.{sorted(unknown_keys)[0]} "
+                         f"(known: {', '.join(sorted(STUDY_KEYS))})")
     kind = study.get("kind", "solve")
     if kind not in KINDS:
         raise StudyError(f"{source}: study.kind must be one of {', '.join(KINDS)} (got {kind!r})")
     seeds = study.get("seeds", [0])
-    if isinstance(seeds, int):
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise StudyError(f"{source}: study.seeds must be a positive count or a list")
         seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise StudyError(f"{source}: study.seeds must be a list of integers")
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
+                       for s in seeds)):
+        raise StudyError(f"{source}: study.seeds must be a list of integers in [0, 2**32)")
     jobs = study.get("jobs", 1)
-    if not isinstance(jobs, int) or jobs < 1:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise StudyError(f"{source}: study.jobs must be a positive integer")
+    cluster = study.get("cluster")
+    if cluster is not None and (not isinstance(cluster, str) or not cluster.strip()):
+        raise StudyError(f"{source}: study.cluster must be \"local\" or a scheduler address")
     base = data.get("base", {})
     grid = data.get("grid", {})
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise StudyError(f"{source}: [base] and [grid] must be tables")
-    allowed = train_keys() if kind == "train" else SOLVE_KEYS
+    for other in SENSITIVITY_KINDS:
+        if other in data and kind != other:
+            raise StudyError(f"{source}: a [{other}] table needs study.kind = \"{other}\"")
+    sensitivity = _parse_sensitivity(data, kind, source) if kind in SENSITIVITY_KINDS else {}
+    model = sensitivity.get("model", "solve") if sensitivity else kind
+    allowed = train_keys() if model == "train" else SOLVE_KEYS if model == "solve" else frozenset()
     for table, values in (("base", base), ("grid", grid)):
         for key in values:
             if key not in allowed:
-                raise StudyError(f"{source}: unknown {table} option {key!r} for a {kind} study")
+                raise StudyError(f"{source}: unknown {table} option {key!r} for a {model} study")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise StudyError(f"{source}: grid.{key} must be a non-empty list")
-    morris = data.get("morris", {})
-    if kind == "morris":
-        ranges = morris.get("ranges", {})
-        if not ranges:
-            raise StudyError(f"{source}: a morris study needs [morris.ranges]")
-        for key, bounds in ranges.items():
-            if key not in MORRIS_PARAMETERS:
-                raise StudyError(f"{source}: morris.ranges.{key} is not a screened parameter "
-                                 f"({', '.join(sorted(MORRIS_PARAMETERS))})")
-            if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]):
-                raise StudyError(f"{source}: morris.ranges.{key} must be [low, high] with low < high")
-        if grid:
-            raise StudyError(f"{source}: a morris study takes [morris.ranges], not [grid]")
-    return StudySpec(str(study.get("name", "study")), kind, seeds, jobs, base, grid, morris, data)
+    if kind in SENSITIVITY_KINDS and grid:
+        raise StudyError(f"{source}: a {kind} study takes [{kind}.ranges], not [grid]")
+    return StudySpec(str(study.get("name", "study")), kind, seeds, jobs, base, grid,
+                     sensitivity if kind == "morris" else {}, data,
+                     sensitivity if kind == "sobol" else {}, cluster)
 
 
 def load_spec(path: str | Path) -> StudySpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,9 @@ def test_dropped_device_stops_training_and_gossiping() -> None:
     cfg = synthetic(rounds=3)
     original = loop.evaluate
 
-    def spy(s, active, test_views):
+    def spy(s, active, *args, **kwargs):
         seen.append([t.detach()[1].clone() for t in s.net.parameters()])
-        return original(s, active, test_views)
+        return original(s, active, *args, **kwargs)
 
     loop.evaluate = spy
     try:
@@ -165,7 +166,8 @@ def test_policy_sees_the_round_state_and_times_are_split() -> None:
 
     def record(state: RoundState) -> PolicyDecision:
         states.append(state)
-        return PolicyDecision(np.where(state.holds, 2, 0), {"status": "ok", "table": [1, 2]})
+        return PolicyDecision(np.where(state.holds, 2, 0), {"status": "ok", "loss": 7.0},
+                              predicted_progress=np.full(state.holds.shape, 0.25))
 
     result = run(synthetic(rounds=3), record, progress=False)
     assert [s.round for s in states] == [0, 1, 2]
@@ -176,8 +178,22 @@ def test_policy_sees_the_round_state_and_times_are_split() -> None:
     assert (first.last_tau == 0).all() and (states[1].last_tau == np.where(first.holds, 2, 0)).all()
     assert (first.speed[first.holds] == 1.0).all()  # prior before anything is measured
     assert states[2].battery_j.sum() < first.battery_j.sum()
-    assert set(result.rounds["status"]) == {"ok"} and "table" not in result.rounds
+    assert set(result.rounds["status"]) == {"ok"}
+    # A policy's info never overwrites the loop's own columns; its predicted progress is kept.
+    assert (result.rounds["policy_loss"] == 7.0).all() and (result.rounds["loss"] != 7.0).all()
+    assert (result.rows["predicted_progress"] == 0.25).all()
+    # Per-round times in the history, their totals in the summary.
+    assert result.rounds["policy_time_s"].sum() == pytest.approx(result.summary["policy_time_s"])
+    assert result.rounds["train_time_s"].sum() == pytest.approx(result.summary["train_time_s"])
     assert result.summary["policy_time_s"] < result.summary["train_time_s"]
+
+
+def test_policy_info_must_be_scalars() -> None:
+    def tabled(state: RoundState) -> PolicyDecision:
+        return PolicyDecision(np.where(state.holds, 2, 0), {"table": [1, 2]})
+
+    with pytest.raises(ValueError, match="'table' is not a scalar"):
+        run(synthetic(rounds=1), tabled, progress=False)
 
 
 @pytest.mark.parametrize("method", ["dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-nogen", "dmml-kd-nodecomp"])
@@ -248,8 +264,24 @@ def test_compare_cli_writes_tables_and_figures(cli, tmp_path: Path) -> None:
     assert "dmml-kd-balance" in stdout
     finals = __import__("pandas").read_csv(out / "final.csv")
     assert len(finals) == 4 and set(finals["seed"]) == {0, 1}
-    # Same battery for every method: energy can only be spent from it.
-    assert (finals["energy_used_j"] <= finals["energy_used_j"].max() + 1e-12).all()
+    # Same battery for every method: uniform dmml-kd spends all of it, nobody spends more, and
+    # what was charged is what the executed passes cost.
+    battery = finals["battery_total_j"]
+    np.testing.assert_allclose(finals.query("method == 'dmml-kd'")["energy_used_j"],
+                               finals.query("method == 'dmml-kd'")["battery_total_j"], rtol=1e-9)
+    assert (finals["energy_used_j"] <= battery * (1 + 1e-9)).all()
+    np.testing.assert_allclose(finals["executed_energy_j"], finals["energy_used_j"], rtol=1e-9)
+    paired = __import__("pandas").read_csv(out / "paired.csv")
+    assert set(paired["method"]) == {"dmml-kd-balance"} and set(paired["reference"]) == {"dmml-kd"}
+    weak = paired.query("metric == 'weakest_view_accuracy'").iloc[0]
+    by_seed = finals.pivot(index="seed", columns="method", values="weakest_view_accuracy")
+    assert weak.mean_diff == pytest.approx((by_seed["dmml-kd-balance"] - by_seed["dmml-kd"]).mean())
+    assert weak.seeds == 2 and weak.ci_low <= weak.mean_diff <= weak.ci_high
+    assert "Paired differences against dmml-kd" in stdout
+    code, _, err = cli("compare", "--dataset", "synthetic", "--methods", "dmml-kd", "--reference",
+                       "dpsgd", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "reference 'dpsgd' is not among the methods" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     assert (out / "figures" / "curves.png").exists() and (out / "figures" / "tau_heatmap.png").exists()
 
 
@@ -257,3 +289,110 @@ def test_demo_allocation_part(cli) -> None:
     code, stdout, _ = cli("demo", "--skip-learning", "--alloc-devices", "12", "--time-limit", "5")
     assert code == 0 and "| network | heuristic |" in stdout
 
+
+
+@pytest.mark.parametrize("fusion_rule", ["all", "training"])
+@pytest.mark.parametrize("policy", ["uniform", "uneven", "allocator", "idle"])
+def test_executed_energy_equals_charged_energy(fusion_rule: str, policy: str) -> None:
+    """Energy derived from the executed passes (counted in local training) equals the energy
+    charged from the policy's tau, per device and round, for every kind of schedule."""
+    def idle_device_0(state: RoundState) -> PolicyDecision:
+        decision = uniform_policy(state)
+        decision.tau[0] = 0  # active but given nothing: it must neither pay nor gossip
+        return decision
+
+    cfg = synthetic(rounds=3, fusion_rule=fusion_rule,
+                    method="dmml-kd-balance" if policy == "allocator" else "dmml-kd")
+    chosen = {"uniform": None, "uneven": uneven_tau, "idle": idle_device_0}
+    result = run_train_full(cfg) if policy == "allocator" else run(cfg, chosen[policy], progress=False)
+    rows = result.rows
+    np.testing.assert_allclose(rows["executed_energy_j"], rows["energy_j"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(result.rounds["executed_energy_j"], result.rounds["energy_used_j"],
+                               rtol=1e-9)
+    assert result.summary["executed_energy_j"] == pytest.approx(result.summary["energy_used_j"],
+                                                                rel=1e-9)
+    assert result.summary["energy_used_j"] > 0
+    # The counts behind it: backward passes are tau; forward passes tau ("training") or L_k.
+    assert (rows["backward_passes"] == rows["tau"]).all()
+    if fusion_rule == "training":
+        assert (rows["forward_passes"] == rows["tau"]).all()
+    if policy == "idle":
+        assert (rows.query("device == 'dev0'")["executed_energy_j"] == 0).all()
+
+
+def test_random_schedule_spends_exactly_uniforms_energy() -> None:
+    """Views of unequal cost (dims 160 and 8): each round moves ± 1 iteration between a device's
+    views at random; each pair of rounds, and the run, costs exactly what uniform costs."""
+    cfg = synthetic(rounds=5, synthetic_dims=[160, 8], local_iters=3)
+    uniform = run(cfg, progress=False)
+    rand = run(replace(cfg, method="random-schedule"), progress=False)
+    s = build(cfg)
+    assert s.profile.forward_j[0, 0] > 1.5 * s.profile.forward_j[0, 1]  # the views cost differently
+    tau = rand.rows.pivot_table(index=["device", "round"], columns="modality", values="tau")
+    rounds = tau.index.get_level_values("round")
+    early = tau[rounds < 4]
+    assert set(early.stack()) == {2, 4}  # local_iters ± 1 in every paired round
+    assert ((early["m0"] - 3) == -(early["m1"] - 3)).all()  # one view up, the other down
+    pairs = early.groupby([early.index.get_level_values("device"), rounds[rounds < 4] // 2]).sum()
+    assert (pairs == 6).all().all()  # each view: exactly 2 x local_iters over a pair
+    assert (tau[rounds == 4] == 3).all().all()  # the odd last round is uniform
+    assert early["m0"].nunique() == 2 and len({tuple(g) for _, g in early.groupby(level=0)["m0"]}) > 1
+    per_round = rand.rows.groupby("round")["energy_j"].sum()
+    uni_round = uniform.rows.groupby("round")["energy_j"].sum()
+    assert not np.allclose(per_round, uni_round)  # single rounds differ ...
+    np.testing.assert_allclose(per_round.groupby(per_round.index // 2).sum(),
+                               uni_round.groupby(uni_round.index // 2).sum(), rtol=1e-12)
+    assert rand.summary["energy_used_j"] == pytest.approx(uniform.summary["energy_used_j"], rel=1e-12)
+    assert rand.summary["energy_used_j"] == pytest.approx(rand.summary["battery_total_j"], rel=1e-9)
+    assert not rand.summary["dropped_devices"]
+
+
+def test_random_schedule_spread_is_validated() -> None:
+    with pytest.raises(ValueError, match="schedule_spread"):
+        run(synthetic(method="random-schedule", local_iters=1), progress=False)
+
+
+def test_modality_dropout_method_drops_views_and_nothing_else() -> None:
+    s = build(synthetic(method="modality-dropout"))
+    assert loop.effective_dropout(s) == 0.3
+    assert loop.effective_dropout(build(synthetic(method="modality-dropout", modality_dropout=0.1))) == 0.1
+    assert loop.effective_dropout(build(synthetic())) == 0.0
+    a = run(synthetic(rounds=2), progress=False)
+    b = run(synthetic(rounds=2, method="modality-dropout"), progress=False)
+    assert a.summary["energy_used_j"] == b.summary["energy_used_j"]
+    assert (a.rows["tau"] == b.rows["tau"]).all() and a.summary["accuracy"] != b.summary["accuracy"]
+
+
+def test_summary_reports_validation_metrics_from_the_validation_split() -> None:
+    result = run(synthetic(rounds=2), progress=False)
+    s, val = result.setup, result.summary["validation"]
+    assert 40 <= s.data.val_labels.size <= 60  # ~10% of the 480 training samples, per class
+    test_rows = {r.tobytes() for r in s.data.test["m0"]}
+    assert not any(r.tobytes() in test_rows for r in s.data.val["m0"])  # disjoint from test
+    # By hand: the consensus model is the device average of every block (all devices active).
+    from learner.models import Network, predict
+
+    mean = lambda b: {k: t.detach().mean(0, keepdim=True) for k, t in b.items()}  # noqa: E731
+    consensus = Network([mean(b) for b in s.net.blocks], mean(s.net.shared), s.net.n_classes,
+                        s.net.feature)
+    views = [torch.as_tensor(s.data.val[v]) for v in s.data.views]
+    logits = predict(consensus, views, torch.ones(1, 2, dtype=torch.bool))[0]
+    expected = float((logits.argmax(-1).numpy() == s.data.val_labels).mean())
+    assert val["consensus_accuracy"] == pytest.approx(expected, abs=1e-6)
+    only = predict(consensus, views, torch.tensor([[False, True]]))[0]
+    assert val["modality_accuracy"]["m1"] == pytest.approx(
+        float((only.argmax(-1).numpy() == s.data.val_labels).mean()), abs=1e-6)
+    assert val["consensus_accuracy"] != result.summary["consensus_accuracy"] or \
+        val["accuracy"] != result.summary["accuracy"]  # a different split, different numbers
+    assert run(synthetic(rounds=1, val_fraction=0.0), progress=False).summary["validation"] is None
+
+
+def test_confidence_signal_feeds_the_speeds() -> None:
+    result = run(synthetic(rounds=2, signal="confidence"), progress=False)
+    rows = result.rows.set_index(["round", "device", "modality"])
+    first, second = rows.xs(0, level="round"), rows.xs(1, level="round")
+    # The first measurement is taken as is (speed_beta only mixes later ones).
+    np.testing.assert_allclose(second["speed"], first["confidence"], rtol=1e-12)
+    assert ((first["confidence"] > 0) & (first["confidence"] < 1)).all()
+    with pytest.raises(ValueError, match="signal must be one of"):
+        run(synthetic(signal="loss"), progress=False)

@@ -174,3 +174,30 @@ def test_consensus_distance_by_hand() -> None:
     assert consensus_distance([torch.tensor(r) for r in stacked[:3]]) == pytest.approx(8 / 3)
     assert consensus_distance(np.ones((4, 7))) == 0.0
     assert math.isnan(consensus_distance(stacked, np.zeros(4, bool)))
+
+
+def test_paired_differences_by_hand() -> None:
+    """Differences (method - reference) per seed 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t(0.975, 2)
+    = 4.3027 (tables), half-width 4.3027 x 0.01 / sqrt(3) = 0.024841."""
+    import pandas as pd
+
+    from studies.compare import paired_differences, paired_table
+
+    finals = pd.DataFrame({
+        "method": ["ref"] * 3 + ["new"] * 3 + ["one"],
+        "seed": [0, 1, 2, 2, 1, 0, 0],  # paired by seed, not by row order
+        "acc": [0.50, 0.60, 0.70, 0.73, 0.62, 0.51, 0.9],
+    })
+    paired = paired_differences(finals, "ref")
+    row = paired.query("method == 'new' and metric == 'acc'").iloc[0]
+    assert list(paired.columns) == ["method", "reference", "metric", "mean_diff", "ci_low",
+                                    "ci_high", "seeds"]
+    assert row.reference == "ref" and row.seeds == 3
+    assert row.mean_diff == pytest.approx(0.02)
+    assert row.ci_low == pytest.approx(0.02 - 0.024841, abs=1e-5)
+    assert row.ci_high == pytest.approx(0.02 + 0.024841, abs=1e-5)
+    one = paired.query("method == 'one'").iloc[0]  # one common seed: no interval
+    assert one.seeds == 1 and one.mean_diff == pytest.approx(0.4) and np.isnan(one.ci_low)
+    assert paired_table(paired, ("acc",)).iloc[0]["acc"] == "+2.0 [-0.5, +4.5]"
+    with pytest.raises(ValueError, match="reference method 'nope'"):
+        paired_differences(finals, "nope")

@@ -194,3 +194,81 @@ def test_stopped_encoder_is_unused_under_the_training_rule(fusion_rule: str) -> 
         results.append(snapshot(net))
     same = all(torch.equal(results[0][j][k], results[1][j][k]) for j in (1, 2) for k in results[0][j])
     assert same == (fusion_rule == "training")
+
+
+@pytest.mark.parametrize("fusion_rule", ["all", "training"])
+@pytest.mark.parametrize("poison", [1e3, float("nan")])
+def test_masked_encoder_outputs_change_nothing(monkeypatch, fusion_rule: str, poison: float) -> None:
+    """The batched encoder computes every device's rows; rows of passes a device does not run
+    (stopped encoder under "training", any encoder of a device past its L_k) are overwritten
+    with garbage: parameters and losses after the round are identical to the clean run."""
+    import learner.local as local
+
+    tau = np.array([[2, 0], [1, 3], [4, 4]])  # L = (2, 3, 4): devices idle at different times
+    running_rule = {  # which (device, modality) passes run in iteration i
+        "training": lambda i: tau >= i,
+        "all": lambda i: np.ones_like(tau, bool) & (tau.max(1) >= i)[:, None],
+    }[fusion_rule]
+
+    def run_once(perturb: bool):
+        net, data = tiny_setup(devices=3)
+        it = {"i": 0}
+        batch, encode_ = LocalData.batch, local.encode
+
+        def counting_batch(self, *a, **k):
+            it["i"] += 1
+            return batch(self, *a, **k)
+
+        def poisoned_encode(block, x):
+            c, s = encode_(block, x)
+            if not perturb:
+                return c, s
+            m = next(j for j, b in enumerate(net.blocks) if b is block)
+            idle = torch.as_tensor(~running_rule(it["i"])[:, m])[:, None, None]
+            return torch.where(idle, c + poison, c), torch.where(idle, s - poison, s)
+
+        monkeypatch.setattr(LocalData, "batch", counting_batch)
+        monkeypatch.setattr(local, "encode", poisoned_encode)
+        res = train(net, data, tau, fusion_rule=fusion_rule, generator=Generator.create(3, 3, 4, seed=0),
+                    modality_dropout=0.3, modulation=ogm_ge_modulation(0.5))
+        monkeypatch.undo()
+        return res, snapshot(net)
+
+    (clean, a), (dirty, b) = run_once(False), run_once(True)
+    assert clean.loss == dirty.loss and np.isfinite(clean.loss)
+    assert all(torch.equal(a[j][k], b[j][k]) for j in range(3) for k in a[j])
+    np.testing.assert_array_equal(clean.modulation, dirty.modulation)
+
+
+def test_executed_passes_by_hand() -> None:
+    """Device 0: tau (2, 0); device 1: tau (1, 3); device 2 inactive."""
+    tau = np.array([[2, 0], [1, 3], [5, 5]])
+    for rule, forward in (("training", [[2, 0], [1, 3], [0, 0]]),
+                          ("all", [[2, 2], [3, 3], [0, 0]])):  # "all": every held encoder, L_k times
+        net, data = tiny_setup(devices=3)
+        res = local_training(net, data, tau, np.ones((3, 2), bool), np.array([True, True, False]),
+                             Optimizer(), np.random.default_rng(0), torch.Generator().manual_seed(0),
+                             batch_size=4, fusion_rule=rule)
+        np.testing.assert_array_equal(res.forward_passes, forward)
+        np.testing.assert_array_equal(res.backward_passes, [[2, 0], [1, 3], [0, 0]])
+
+
+def test_confidence_signal_by_hand() -> None:
+    """One iteration: the mean true-class probability of the common classifier on each c_m,
+    computed before the update on the batch the round draws; nan where the encoder did not run."""
+    net, data = tiny_setup()
+    import copy
+
+    before = copy.deepcopy(net)
+    res = train(net, data, [[1, 0], [1, 1]], fusion_rule="training")
+    idx = data.batch(8, np.random.default_rng(0))  # the same first draw as the round's
+    y = data.labels[idx]
+    for m in range(2):
+        c, _ = encode(before.blocks[m], data.views[m][idx])
+        logits = torch.bmm(c, before.shared["wk"]) + before.shared["bk"][:, None]
+        prob = torch.softmax(logits, -1).gather(-1, y[..., None]).mean((1, 2)).detach().numpy()
+        for k in range(2):
+            if (k, m) == (0, 1):
+                assert np.isnan(res.confidence[k, m])
+            else:
+                assert res.confidence[k, m] == pytest.approx(prob[k], rel=1e-5)

@@ -69,7 +69,7 @@ def test_ring_and_torus_link_the_right_devices() -> None:
 
 
 def test_distances_are_euclidean() -> None:
-    topo = Topology("hand", _path(3), np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 0.0]]))
+    topo = Topology.from_adjacency("hand", _path(3), np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 0.0]]))
     np.testing.assert_allclose(topo.distances_m, [[0, 5, 6], [5, 0, 5], [6, 5, 0]])
     assert topo.n_devices == 3
 
@@ -111,7 +111,7 @@ def test_weakest_link_gain_is_min_over_neighbours() -> None:
     expected = [min(path_gain(topo.distances_m[k, j], 2.5, 1e-2) for j in topo.neighbors(k))
                 for k in range(12)]
     np.testing.assert_allclose(weakest_link_gain(topo, exponent=2.5, ref_gain=1e-2), expected)
-    hand = Topology("hand", _path(3), np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0]]))
+    hand = Topology.from_adjacency("hand", _path(3), np.array([[0.0, 0.0], [10.0, 0.0], [30.0, 0.0]]))
     # Device 1 must reach device 2 at 20 m: 1e-3 * 20^-3.
     np.testing.assert_allclose(weakest_link_gain(hand), [1e-6, 1e-3 / 8000, 1e-3 / 8000])
 

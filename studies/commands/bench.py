@@ -11,7 +11,7 @@ from typing import Any
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `bench`."""
     p = sub.add_parser("bench", help="benchmarks (numbers printed, never timed tests)")
-    p.add_argument("target", choices=["allocator"], help="what to benchmark")
+    p.add_argument("target", choices=["allocator", "learner"], help="what to benchmark")
     p.add_argument("--sizes", default="10,100,1000,10000,100000",
                    help="comma-separated device counts")
     p.add_argument("--scopes", default="device,network")
@@ -25,11 +25,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="skip the end-to-end CLI target checks")
     p.add_argument("--out", default=None, help="write the results as Markdown here")
     p.add_argument("--seed", type=int, default=0)
+    from studies.bench_learner import add_arguments as add_learner_arguments
+
+    add_learner_arguments(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and the end-to-end targets; print Markdown tables."""
+    if args.target == "learner":
+        from studies.bench_learner import run_cli as run_learner_bench
+
+        return run_learner_bench(args)
     from allocator import ProblemError
     from allocator.io import atomic_write_text
     from studies.bench import BenchConfig, cli_targets, run_allocator_bench, to_markdown

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-COMPARE_KEYS = ("methods", "seeds", "jobs")  # what a [compare] table may hold
+COMPARE_KEYS = ("methods", "seeds", "jobs", "reference")  # what a [compare] table may hold
 MAX_SEEDS = 10_000
 MAX_JOBS = 1024
 
@@ -17,12 +17,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="TOML: a [train] table (+ optional [compare] with methods, seeds, jobs)")
     p.add_argument("--methods", default=None,
-                   help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance)")
+                   help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance,"
+                        "random-schedule,modality-dropout)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds: 0, 1, ... (default 2)")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default 2)")
     p.add_argument("--out", default="runs/compare",
                    help="output folder (new, empty, or written by dmmlkd before)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--reference", default=None,
+                   help="method the others are paired against in paired.csv (default dmml-kd)")
     for flag, kind in (("--dataset", str), ("--views", str), ("--devices", int), ("--rounds", int),
                        ("--local-iters", int), ("--alpha", float), ("--missing-rate", float),
                        ("--topology", str), ("--solver", str), ("--scope", str),
@@ -112,9 +115,16 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     from studies.compare import run_comparison, write_comparison  # torch: after the checks
 
+    reference: str | None = args.reference or section.get("reference", "dmml-kd")
+    if reference not in options.methods:
+        if args.reference or "reference" in section:
+            raise ConfigError(f"reference {reference!r} is not among the methods "
+                              f"({', '.join(options.methods)})")
+        reference = None  # the default reference is not compared: no paired table
     history, rows, finals = run_comparison(base, options.methods, options.seeds, options.jobs,
                                            progress=not args.quiet)
-    table = write_comparison(args.out, base, options.methods, options.seeds, history, rows, finals)
+    table = write_comparison(args.out, base, options.methods, options.seeds, history, rows, finals,
+                             reference)
     print(f"{len(options.methods)} methods x {len(options.seeds)} seeds, results in {args.out}/\n")
     print(table)
     return 0

@@ -1,4 +1,4 @@
-"""`dmmlkd plot DIR`: redraw a study's figures from its results alone."""
+"""`dmmlkd plot DIR`: redraw a study's or a comparison's figures from its tables alone."""
 
 from __future__ import annotations
 
@@ -8,19 +8,37 @@ from typing import Any
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `plot`."""
-    p = sub.add_parser("plot", help="redraw a study's figures from DIR/results.parquet")
-    p.add_argument("dir", help="study output folder")
+    p = sub.add_parser("plot", help="redraw the figures of a study or compare folder "
+                                    "(PNG, PDF, SVG)")
+    p.add_argument("dir", help="a `dmmlkd study` or `dmmlkd compare` output folder")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Redraw and list the figures."""
+    """Redraw and list the figures (a study also gets its indices and report.md again)."""
     from pathlib import Path
 
-    from studies.plots import draw
-    from studies.runner import load_study
+    from studies.spec import StudyError
 
-    spec, results = load_study(Path(args.dir))
-    for path in draw(spec, results, Path(args.dir)):
-        print(path)
-    return 0
+    folder = Path(args.dir)
+    if (folder / "spec.toml").exists():
+        from studies.report import finish_study
+
+        figures, report = finish_study(folder)
+        for path in figures:
+            print(path)
+        print(report)
+        return 0
+    if (folder / "history.parquet").exists() and (folder / "rows.parquet").exists():
+        import pandas as pd
+
+        from studies.compare import plot_comparison
+
+        history = pd.read_parquet(folder / "history.parquet")
+        rows = pd.read_parquet(folder / "rows.parquet")
+        views = [c[4:] for c in history.columns if c.startswith("acc_")]
+        for path in plot_comparison(history, rows, folder / "figures", views):
+            print(path)
+        return 0
+    raise StudyError(f"{folder}: neither a study folder (spec.toml) nor a compare folder "
+                     "(history.parquet, rows.parquet)")

@@ -1,20 +1,28 @@
-"""`dmmlkd study SPEC --out DIR`: run a resumable sensitivity study."""
+"""`dmmlkd study SPEC --out DIR`: run a resumable sweep or sensitivity study."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+MAX_FAILURE_LINES = 20  # beyond this, the rest are counted (all are in results.parquet)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `study`."""
-    p = sub.add_parser("study", help="run a sweep / Morris study from a TOML spec (resumable)")
+    p = sub.add_parser("study", help="run a sweep / Morris / Sobol study from a TOML spec "
+                                     "(resumable)")
     p.add_argument("spec", help="study TOML file (see studies/examples/)")
     p.add_argument("--out", required=True, help="output folder (rerun to resume)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: spec)")
+    p.add_argument("--cluster", default=None, metavar="local|ADDRESS",
+                   help="run cells on Dask: 'local' (a LocalCluster of --jobs processes) or a "
+                        "scheduler address such as tcp://host:8786")
     p.add_argument("--force", action="store_true", help="accept a changed spec in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar (plain progress lines every few seconds)")
     return p
 
 
@@ -40,20 +48,45 @@ def check_study_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run missing cells, rebuild results and figures; exit 1 when cells failed."""
+    """Run missing cells, rebuild results, indices, figures and report; exit 1 when cells failed."""
     from learner.config import Rule, check_value
-    from studies.plots import draw
-    from studies.runner import load_study, run_study
+    from studies.report import finish_study
+    from studies.runner import StudyTerminated, failure_line, load_study, run_study
     from studies.spec import load_spec
 
+    spec = load_spec(args.spec)
     if args.jobs is not None:
         check_value("jobs", args.jobs, Rule("worker processes", low=1, high=1024))
-    spec = load_spec(args.spec)
     out = Path(args.out)
     check_study_out(out)
-    ran, skipped, failures = run_study(spec, out, args.jobs, args.force, progress=not args.quiet)
+    printed: set[str] = set()
+
+    def on_failure(cell_id: str, line: str) -> None:
+        printed.add(cell_id)
+        if len(printed) <= MAX_FAILURE_LINES:
+            print(line, file=sys.stderr, flush=True)
+
+    try:
+        ran, skipped, failures = run_study(spec, out, args.jobs, args.force,
+                                           progress=False if args.quiet else None,
+                                           cluster=args.cluster, on_failure=on_failure)
+    except StudyTerminated:
+        print(f"dmmlkd study: terminated; finished cells are kept in {out / 'cells.jsonl'}, "
+              "rerun the same command to resume", file=sys.stderr)
+        return 143
     spec, results = load_study(out)
-    figures = draw(spec, results, out)
+    if "status" in results:
+        # Failed cells are not retried on resume: say the earlier ones again so none is silent.
+        factors = [*spec.base, *spec.grid, *spec.sensitivity.get("ranges", {})]
+        for record in results[results["status"] == "error"].to_dict("records"):
+            if record["cell_id"] not in printed:
+                on_failure(record["cell_id"], failure_line(
+                    record["cell_id"], {k: record[k] for k in factors if k in record},
+                    int(record["seed"]), str(record.get("error", ""))))
+        if len(printed) > MAX_FAILURE_LINES:
+            print(f"... and {len(printed) - MAX_FAILURE_LINES} more failed cells (column 'error' "
+                  f"of {out / 'results.parquet'})", file=sys.stderr)
+    figures, report = finish_study(out)
     print(f"study {spec.name!r}: {ran} cells run, {skipped} already done, {failures} failed; "
-          f"{len(results)} rows in {out / 'results.parquet'}, {len(figures)} figures")
+          f"{len(results)} rows in {out / 'results.parquet'}, {len(figures)} figures, {report}")
     return 1 if failures else 0

@@ -32,6 +32,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--battery", type=float, dest="battery_j", help="J per device (default: "
                    "exactly enough for uniform --local-iters every round)")
     p.add_argument("--seed", type=int, help="0 <= seed < 2**32")
+    p.add_argument("--eval-every", type=int, dest="eval_every",
+                   help="evaluate device models every N rounds (and the last; consensus: every round)")
+    p.add_argument("--eval-devices", type=int, dest="eval_devices",
+                   help="device models evaluated: a seeded sample of N active devices (0: all)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="run as N local processes with torch.distributed (gloo); same results")
     p.add_argument("--deadline", help="round deadline: auto (uniform tau at f_max, the default), "
                    "none, or seconds")
     p.add_argument("--out", default=None, help="output folder")
@@ -41,21 +47,28 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, check memory and --out, train, write outputs, print the summary."""
-    from learner.config import load_config
+    from learner.config import Rule, check_value, load_config
     from learner.resources import check_memory
     from userio import check_out_dir
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
-        "method", "solver", "scope", "battery_j", "seed", "val_fraction", "deadline")}
+        "method", "solver", "scope", "battery_j", "seed", "val_fraction", "eval_every",
+        "eval_devices", "deadline")}
     if args.views is not None:
         overrides["views"] = [v.strip() for v in args.views.split(",")]
     config = load_config(args.config, overrides)
+    check_value("nproc", args.nproc, Rule("local processes", low=1, high=1024))
     check_memory(config)
     if args.out is not None:
         check_out_dir(args.out)
-    from studies.training import run_train  # torch is imported only once the checks passed
+    if args.nproc != 1:
+        from learner.distributed import launch
 
-    summary = run_train(config, args.out, progress=not args.quiet)
+        summary = launch(config, args.out, args.nproc)
+    else:
+        from studies.training import run_train  # torch is imported only once the checks passed
+
+        summary = run_train(config, args.out, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
     return 0

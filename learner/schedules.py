@@ -1,0 +1,79 @@
+"""Allocator-free schedules: controls that move iterations between views without measuring.
+
+`RandomSchedule` is the control for the allocator's claim: it reallocates iterations between a
+device's views at random, at exactly the energy of the uniform schedule, so any lift it gives
+comes from unequal tau itself (under the "training" fusion rule: implicit modality dropout), not
+from measuring anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learner.loop import PolicyDecision, RoundState, uniform_policy
+from metrics.energy import computation_energy_j, fits_budget
+
+
+@dataclass
+class RandomSchedule:
+    """tau = local_iters ± spread over each device's views, drawn at random, antithetic in pairs.
+
+    Rounds come in pairs (0, 1), (2, 3), ...: in the first round of a pair every device with two
+    or more views draws a random split of its views into halves that get local_iters + d and
+    local_iters - d (with an odd count, one random view keeps local_iters); in the second round
+    each view gets the opposite sign. Views cost different energy per iteration, so no single
+    round can both move iterations and cost exactly what uniform costs; a pair can: each view
+    runs exactly 2 local_iters iterations over it, so the pair costs exactly two uniform rounds,
+    and so does the run (an odd last round is uniform). A device the battery limits below
+    local_iters gets the uniform policy's answer, and the second round of a pair keeps its signs
+    only when the first one was applied.
+    """
+
+    spread: int = 1
+    seed: int = 0
+    rng: np.random.Generator = field(init=False)
+    signs: NDArray[np.int64] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng([self.seed, 7_919])
+
+    def draw(self, holds: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Signs (K, M) in {-1, 0, +1}: per device half its views +1, half -1 (odd: one 0)."""
+        K, M = holds.shape
+        signs = np.zeros((K, M), np.int64)
+        for k in range(K):
+            views = self.rng.permutation(np.flatnonzero(holds[k]))
+            half = views.size // 2
+            signs[k, views[:half]] = 1
+            signs[k, views[half:2 * half]] = -1
+        return signs
+
+    def __call__(self, state: RoundState) -> PolicyDecision:
+        """This round's tau: uniform's, moved by ± spread per the drawn (or mirrored) signs."""
+        base = uniform_policy(state)
+        holds = state.holds & state.active[:, None]
+        full = (base.tau == state.local_iters) | ~holds  # devices the battery does not limit
+        full_dev = full.all(axis=1) & holds.any(axis=1)
+        d = self.spread
+        if state.round % 2 == 0:
+            if state.round == state.rounds_total - 1:  # odd last round: uniform
+                self.signs = None
+                return PolicyDecision(base.tau, {"policy": "random-schedule"}, base.dropped)
+            signs = self.draw(holds)
+            # Apply the pair only where the battery pays both of its rounds.
+            forward, backward = state.forward_j, state.backward_j
+            tau_a = np.where(holds, state.local_iters + d * signs, 0)
+            tau_b = np.where(holds, state.local_iters - d * signs, 0)
+            pair = computation_energy_j(tau_a, holds, forward, backward) \
+                + computation_energy_j(tau_b, holds, forward, backward) + 2 * state.comm_j
+            ok = full_dev & fits_budget(pair, state.battery_j)
+            signs[~ok] = 0
+            self.signs = signs
+        else:
+            signs = -self.signs if self.signs is not None else np.zeros_like(base.tau)
+            signs = np.where(full_dev[:, None], signs, 0)
+        tau = np.where(holds & (base.tau > 0), base.tau + d * signs, base.tau)
+        return PolicyDecision(tau.astype(np.int64), {"policy": "random-schedule"}, base.dropped)
