@@ -186,6 +186,6 @@ def _with_levels(holds: np.ndarray, speed: np.ndarray, cycles_fwd: np.ndarray,
         modalities=tuple(modality_names(M)), devices=tuple(f"dev{k}" for k in range(K)),
         holds=holds, speed=speed, comm_energy=comm, budget=budget,
         cpu_levels_hz=_sig(levels), cycles_forward=cycles_fwd, cycles_backward=cycles_bwd,
-        batch_size=float(DEFAULT_BATCH_SIZE), comm_time_s=comm_s, deadline_s=deadline,
+        batch_size=np.full(K, float(DEFAULT_BATCH_SIZE)), comm_time_s=comm_s, deadline_s=deadline,
         **options,  # type: ignore[arg-type]
     )

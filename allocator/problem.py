@@ -7,7 +7,7 @@ device does not hold a modality), so every solver can be vectorised over devices
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -88,11 +88,11 @@ class Problem:
     devices: tuple[str, ...]
     holds: NDArray[np.bool_]
     speed: NDArray[np.float64]
-    forward_energy: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    backward_energy: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    comm_energy: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    budget: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
-    weight: NDArray[np.float64] = field(default=None)  # type: ignore[assignment]
+    forward_energy: NDArray[np.float64] = None  # type: ignore[assignment]
+    backward_energy: NDArray[np.float64] = None  # type: ignore[assignment]
+    comm_energy: NDArray[np.float64] = None  # type: ignore[assignment]
+    budget: NDArray[np.float64] = None  # type: ignore[assignment]
+    weight: NDArray[np.float64] = None  # type: ignore[assignment]
     scope: str = "device"
     tau_min: int = 1
     tau_max: int = 20
@@ -175,10 +175,10 @@ class Problem:
         if self.tau_min > self.tau_max:
             raise ProblemError(f"tau_min ({self.tau_min}) must be <= tau_max ({self.tau_max})")
         for name, lower in (("delta", 0.0), ("mu", 0.0), ("epsilon", 0.0)):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or value < lower:
-                raise ProblemError(f"{name} must be a finite number >= {lower:g} (got {value!r})")
-            set_(self, name, value)
+            number = float(getattr(self, name))
+            if not math.isfinite(number) or number < lower:
+                raise ProblemError(f"{name} must be a finite number >= {lower:g} (got {number!r})")
+            set_(self, name, number)
         self._check_finite_objective()
         if self.energy_norm_j is not None:
             norm = float(self.energy_norm_j)
@@ -273,10 +273,12 @@ class Problem:
                 raise ProblemError(f"device {devices[k]!r}: {name} must be {rule} (got {arr[k]:g})")
             set_(self, name, arr)
         top = np.nanmax(levels, axis=1)
-        per_cycle = self.capacitance * top**2  # J per cycle at the top level
+        assert self.capacitance is not None and self.batch_size is not None
+        # J per sample-cycle at the top level, per device.
+        per_cycle = (self.capacitance * top**2 * self.batch_size)[:, None]
         derived = {
-            "forward_energy": np.where(holds, per_cycle[:, None] * self.batch_size[:, None] * cf, 0.0),
-            "backward_energy": np.where(holds, per_cycle[:, None] * self.batch_size[:, None] * cb, 0.0),
+            "forward_energy": np.where(holds, per_cycle * cf, 0.0),
+            "backward_energy": np.where(holds, per_cycle * cb, 0.0),
         }
         for name, arr in derived.items():
             if not np.all(np.isfinite(arr)):
@@ -356,7 +358,8 @@ class Problem:
             compute = computation_energy_j(tau, holds, self.forward_energy, self.backward_energy)
             return OperatingPoint(np.zeros(K, np.int64), nan, nan.copy(), nan.copy(), compute)
         assert self.batch_size is not None and self.capacitance is not None
-        assert self.comm_time_s is not None
+        assert self.comm_time_s is not None and self.cycles_forward is not None
+        assert self.cycles_backward is not None
         levels = self.cpu_levels_hz
         cycles = round_cycles(tau, holds, self.batch_size, self.cycles_forward,
                               self.cycles_backward)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -153,9 +154,9 @@ def test_no_levels_keeps_the_old_model() -> None:
     ],
 )
 def test_level_fields_are_validated(changes: dict, message: str) -> None:
-    base = dict(modalities=("a",), devices=("d",), holds=[[True]], speed=[[0.1]],
-                forward_energy=[[0.01]], backward_energy=[[0.02]], comm_energy=[0.0],
-                budget=[1.0])
+    base: dict[str, Any] = dict(
+        modalities=("a",), devices=("d",), holds=[[True]], speed=[[0.1]],
+        forward_energy=[[0.01]], backward_energy=[[0.02]], comm_energy=[0.0], budget=[1.0])
     base.update(changes)
     with pytest.raises(ProblemError, match=message):
         Problem(**base)

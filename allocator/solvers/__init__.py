@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from allocator.errors import ProblemError
 from allocator.problem import Problem
 from allocator.result import Allocation
 
 
-def _heuristic(problem: Problem, **options: object) -> Allocation:
+def _heuristic(problem: Problem, **options: Any) -> Allocation:
     if problem.scope == "device":
         from allocator.solvers.breakpoint import solve_breakpoint
 
@@ -19,7 +20,7 @@ def _heuristic(problem: Problem, **options: object) -> Allocation:
     return solve_lagrangian(problem, **options)
 
 
-def _exact(problem: Problem, **options: object) -> Allocation:
+def _exact(problem: Problem, **options: Any) -> Allocation:
     from allocator.solvers.exact import solve_exact
 
     return solve_exact(problem, **options)
@@ -31,7 +32,7 @@ def _at_roomiest(problem: Problem, alloc: Allocation) -> Allocation:
                       solve_time_s=alloc.solve_time_s, info=alloc.info)
 
 
-def _proportional(problem: Problem, **options: object) -> Allocation:
+def _proportional(problem: Problem, **options: Any) -> Allocation:
     from allocator.solvers.proportional import solve_proportional
 
     # Baselines know no levels: each device runs at its roomiest level.
@@ -39,7 +40,7 @@ def _proportional(problem: Problem, **options: object) -> Allocation:
         problem.at_levels(problem.roomiest_levels()), **options))
 
 
-def _uniform(problem: Problem, **options: object) -> Allocation:
+def _uniform(problem: Problem, **options: Any) -> Allocation:
     from allocator.solvers.uniform import solve_uniform
 
     return _at_roomiest(problem, solve_uniform(

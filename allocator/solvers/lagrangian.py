@@ -372,7 +372,7 @@ def trim_overshoot(state: _State) -> None:
             if not can.any():
                 continue
             k = int(np.argmax(np.where(can, p.backward_energy[:, m], -np.inf)))
-            state.change(np.array([k]), m, -1)
+            state.change(np.array([k]), int(m), -1)
             moved = True
         if not moved:
             return

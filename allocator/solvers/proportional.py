@@ -36,7 +36,7 @@ def solve_proportional(problem: Problem, **_: object) -> Allocation:
     high = np.full(problem.n_devices, problem.tau_max * float(problem.speed.max()) * 1.01)
     done = fits(high)
     low[done] = high[done]
-    for _ in range(60):
+    for _step in range(60):
         mid = 0.5 * (low + high)
         ok = fits(mid)
         low = np.where(ok, mid, low)
