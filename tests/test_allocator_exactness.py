@@ -220,4 +220,8 @@ def test_exact_stays_exact_on_knife_edges(seed: int, scope: str) -> None:
         if alloc.status == "optimal":
             assert alloc.gap <= 1e-6
             assert alloc.objective >= best - 1e-6 * max(abs(best), 1e-12)
-    assert solve(problem, "exact", mip_gap=1e-6).status == "optimal"
+    # Device scope: certified by the enumeration as well as HiGHS, always proven. Network
+    # scope: HiGHS's bound is that of a problem relaxed by its feasibility tolerance, so a
+    # table a hair over a budget can keep it loose -- then the status says "feasible" (above).
+    if scope == "device":
+        assert solve(problem, "exact", mip_gap=1e-6).status == "optimal"

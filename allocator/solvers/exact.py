@@ -21,7 +21,6 @@ import highspy
 import numpy as np
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from allocator.errors import ProblemError
 from allocator.model import BuiltModel, build_model, energy_units, level_data
 from allocator.problem import Problem
 from allocator.result import Allocation, evaluate, relative_gap, violations
@@ -107,8 +106,19 @@ def _warm_start(h: highspy.Highs, solver: Highs, built: BuiltModel, problem: Pro
 
 
 def _run(h: highspy.Highs) -> tuple[str, np.ndarray | None, float]:
-    """Run HiGHS; return (model status name, column values or None, dual bound)."""
-    h.run()
+    """Run HiGHS; return (model status name, column values or None, dual bound).
+
+    The tight 1e-10 tolerances can make HiGHS give up ("Solve error") on a knife-edge row; it is
+    then rerun with looser ones (its table is checked and repaired by the caller anyway).
+    """
+    for tolerance in (1e-9, 1e-7):
+        h.run()
+        if h.modelStatusToString(h.getModelStatus()) not in ("Solve error", "Unknown"):
+            break
+        h.setOptionValue("mip_feasibility_tolerance", tolerance)
+        h.setOptionValue("primal_feasibility_tolerance", tolerance)
+    else:
+        h.run()
     info = h.getInfo()
     status = h.modelStatusToString(h.getModelStatus())
     values = None
@@ -116,14 +126,6 @@ def _run(h: highspy.Highs) -> tuple[str, np.ndarray | None, float]:
         values = np.asarray(h.getSolution().col_value)
     bound = info.mip_dual_bound if info.mip_node_count >= 0 else math.nan
     return status, values, float(bound)
-
-
-def _infeasibility_error(problem: Problem) -> ProblemError:
-    short = problem.budget < problem.min_energy
-    if short.any():
-        k = int(np.argmax(short))
-        return ProblemError(f"device {problem.devices[k]!r}: budget cannot pay the cheapest round")
-    return ProblemError("the allocation MILP is infeasible (energy constraint)")
 
 
 def _template(n_held: int, n_levels: int, like: Problem) -> Problem:
@@ -198,12 +200,18 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
         _device_warm_start(h, solver, built, problem, k, held, warm[k, held],
                            int(warm_level[k]), float(unit[k]))
         status, values, bound = _run(h)
-        if values is None:
-            raise _infeasibility_error(problem.subset([k]))
-        candidate[k, held] = np.rint(values[cols]).astype(np.int64)
+        if values is not None:
+            candidate[k, held] = np.rint(values[cols]).astype(np.int64)
+        else:
+            # HiGHS found no point (numerical trouble): the device keeps its enumeration
+            # table, certified by the enumeration argument alone.
+            bound = math.nan
         highs_total += h.getInfo().objective_function_value
-        proven &= status == "Optimal"
-        bound_total += bound if math.isfinite(bound) else math.inf
+        proven &= status == "Optimal" or values is None
+        # Two certificates of device k's optimum: HiGHS's dual bound (of a problem relaxed by
+        # its tolerance: loose on knife-edge budgets) and the enumeration's exact value.
+        bound_total += min(bound, float(warm_value[k])) if math.isfinite(bound) else float(
+            warm_value[k])
         solved += 1
     # HiGHS accepts points within its feasibility tolerance: keep its table for a device only
     # when the problem's own arithmetic accepts it and it is no worse than the (exact, checked)
