@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from scipy.optimize import linprog
 
 from allocator.problem import Problem
-from allocator.result import ENERGY_RTOL, Allocation, evaluate
+from allocator.result import Allocation, evaluate
 
 _MAX_CUTS = 60
 
@@ -207,7 +207,8 @@ class _State:
     def __init__(self, problem: Problem, tau: NDArray[np.int64]) -> None:
         self.p = problem
         self.tau = tau.astype(np.int64)
-        self.limit = problem.budget * (1 + ENERGY_RTOL) + 1e-12 - problem.comm_energy
+        # The shared budget rule (metrics.energy.budget_limit_j) less communication.
+        self.limit = problem.level_caps().cap[:, 0]
         self.n = np.maximum(problem.holders, 1).astype(float)
         self.refresh()
 

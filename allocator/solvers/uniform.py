@@ -7,14 +7,14 @@ import time
 import numpy as np
 
 from allocator.problem import Problem
-from allocator.result import ENERGY_RTOL, Allocation
+from allocator.result import Allocation
 
 
 def solve_uniform(problem: Problem, **_: object) -> Allocation:
     """Per device the largest common tau in [tau_min, tau_max] within its budget."""
     start = time.perf_counter()
     per_iter = problem.forward_sum + problem.backward_energy.sum(axis=1)
-    room = problem.compute_budget * (1 + ENERGY_RTOL) + 1e-12
+    room = problem.level_caps().cap[:, 0]  # the shared budget rule, less communication
     t = np.floor(room / per_iter)
     t = np.clip(t, problem.tau_min, problem.tau_max)
     tau = np.where(problem.holds, t[:, None], 0).astype(np.int64)
