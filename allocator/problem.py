@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -303,12 +304,12 @@ class Problem:
         """Number of modalities M."""
         return len(self.modalities)
 
-    @property
+    @cached_property
     def holders(self) -> NDArray[np.int64]:
         """n_m: how many devices hold each modality (M,)."""
         return self.holds.sum(axis=0)
 
-    @property
+    @cached_property
     def forward_sum(self) -> NDArray[np.float64]:
         """Sum over held modalities of the forward energy per iteration (K,)."""
         return self.forward_energy.sum(axis=1)
