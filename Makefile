@@ -23,6 +23,7 @@ test-all: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 run: setup
 	$(VENV)/bin/dmmlkd demo

@@ -253,6 +253,20 @@ def field_docs() -> dict[str, Rule]:
     return {f.name: f.metadata["rule"] for f in fields(TrainConfig) if "rule" in f.metadata}
 
 
+def config_table_markdown() -> str:
+    """The fields as a Markdown table (name, type, default, allowed values, doc) for docs/."""
+    annotations, defaults = {f.name: f.type for f in fields(TrainConfig)}, TrainConfig()
+    rows = ["| field | type | default | allowed | what it is |", "|---|---|---|---|---|"]
+    for name, rule in field_docs().items():
+        allowed = rule.describe() if rule.describe() != "valid" else "see doc"
+        if name in ("method", "topology"):
+            allowed = "a registered name"
+        kind = str(annotations[name]).replace("|", "\\|")  # a bare | would split the cell
+        rows.append(f"| `{name}` | `{kind}` | `{getattr(defaults, name)!r}` | "
+                    f"{allowed} | {rule.doc} |")
+    return "\n".join(rows)
+
+
 @cache
 def _hints() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)

@@ -252,7 +252,8 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
         if s.data.val_labels.size:  # what settings are tuned on (never the test split)
-            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels)
+            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels,
+                                      devices=eval_devices(config, config.rounds - 1, active))
         return log.result(time.perf_counter() - t_start)
 
 

@@ -188,8 +188,9 @@ def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views:
                                                           values="tau", aggfunc="mean")
         table = table.reindex(sorted(table.index, key=lambda d: int(d[3:])))
         fig, ax = plt.subplots(figsize=(2.2 + 0.9 * table.shape[1], 1.2 + 0.4 * table.shape[0]))
-        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
-                    cbar_kws={"label": "mean tau per round"})
+        vmin, vmax = style.colour_limits(table.to_numpy())  # from 0: small spreads look small
+        sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax, vmin=vmin, vmax=vmax,
+                    cbar_kws={"label": r"mean $\tau$ per round"})
         ax.set_title("dmml-kd-balance: local iterations")
         fig.tight_layout()
         paths.append(style.save(fig, out / "tau_heatmap.png"))

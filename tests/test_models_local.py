@@ -202,6 +202,7 @@ def test_masked_encoder_outputs_change_nothing(monkeypatch, fusion_rule: str, po
     """The batched encoder computes every device's rows; rows of passes a device does not run
     (stopped encoder under "training", any encoder of a device past its L_k) are overwritten
     with garbage: parameters and losses after the round are identical to the clean run."""
+
     tau = np.array([[2, 0], [1, 3], [4, 4]])  # L = (2, 3, 4): devices idle at different times
     running_rule = {  # which (device, modality) passes run in iteration i
         "training": lambda i: tau >= i,
