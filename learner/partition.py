@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learner.errors import ConfigError
+from metrics.availability import random_availability
 
 
 def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
@@ -83,12 +84,7 @@ def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all
     elif mode == "random":
         if not 0.0 <= missing_rate < 1.0:
             raise ConfigError(f"missing_rate must be in [0, 1) (got {missing_rate})")
-        rng = np.random.default_rng(seed)
-        holds = rng.random((K, M)) >= missing_rate
-        empty = np.flatnonzero(~holds.any(axis=1))
-        holds[empty, rng.integers(0, M, size=empty.size)] = True
-        for m in np.flatnonzero(~holds.any(axis=0)):
-            holds[rng.integers(0, K), m] = True
+        holds = random_availability(K, M, missing_rate, np.random.default_rng(seed))
     else:
         raise ConfigError(f"availability mode must be all, pattern or random (got {mode!r})")
     if not holds.any(axis=0).all():
