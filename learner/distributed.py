@@ -167,7 +167,8 @@ def _block_of(s: Setup, lo: int, hi: int) -> Setup:
         return t.detach()[lo:hi].clone().requires_grad_(True)
 
     net = Network([{k: cut(t) for k, t in b.items()} for b in s.net.blocks],
-                  {k: cut(t) for k, t in s.net.shared.items()}, s.net.n_classes, s.net.feature)
+                  {k: cut(t) for k, t in s.net.shared.items()}, s.net.n_classes, s.net.feature,
+                  s.net.encoders)
     gen = None
     if s.generator is not None:
         gen = Generator({k: cut(t) for k, t in s.generator.params.items()}, s.generator.n_classes,
