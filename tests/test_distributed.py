@@ -86,5 +86,5 @@ def test_nproc_user_errors_are_one_line(cli, tmp_path: Path) -> None:
     out = tmp_path / "never"
     code, _, err = cli("train", "--dataset", "mfeat", "--devices", "161", "--nproc", "2",
                        "--out", str(out), "--quiet")
-    assert code == 2 and "at most 160 devices" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "at most 144 devices" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
