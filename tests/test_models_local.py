@@ -262,7 +262,7 @@ def test_confidence_signal_by_hand() -> None:
     idx = data.batch(8, np.random.default_rng(0))  # the same first draw as the round's
     y = data.labels[idx]
     for m in range(2):
-        c, _ = encode(before.blocks[m], data.views[m][idx])
+        c, _ = before.encode(m, data.views[m][idx])
         logits = torch.bmm(c, before.shared["wk"]) + before.shared["bk"][:, None]
         prob = torch.softmax(logits, -1).gather(-1, y[..., None]).mean((1, 2)).detach().numpy()
         for k in range(2):
