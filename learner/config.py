@@ -175,6 +175,9 @@ class TrainConfig:
     modality_dropout: float | None = setting(
         None, "drop held views from the fused prediction while training (None: 0.3 when some "
         "device misses a view, else 0)", low=0, high=1, high_open=True)
+    dropout_rate: float = setting(0.3, "modality dropout of the methods built on it "
+                                  "(modality-dropout, dmml-kd-balance-dropout) unless "
+                                  "modality_dropout is set", low=0, high=1, high_open=True)
     fusion_rule: str = setting("training", "'training': only encoders still training feed the "
                                "fusion; 'all': every held encoder (DESIGN.md)",
                                choices=("all", "training"))

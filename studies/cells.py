@@ -11,8 +11,11 @@ import math
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from userio import atomic_write
 
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
@@ -88,13 +91,17 @@ def run_cell(kind: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     return out
 
 
+def _bytes_writer(content: bytes) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(content)
+
+    return write
+
+
 def write_files(files: dict[str, str], cell_dir: Path) -> None:
     """Write a cell's returned output files under its folder (in the parent process)."""
     for rel, data in files.items():
         path = cell_dir / rel
         if path.resolve().parent != cell_dir.resolve() and cell_dir.resolve() not in path.resolve().parents:
             continue  # never write outside the cell's folder
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(base64.b64decode(data))
-        tmp.replace(path)
+        atomic_write(path, _bytes_writer(base64.b64decode(data)))

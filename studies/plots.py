@@ -152,7 +152,7 @@ def _train(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
                 ax.set_ylabel(style.label(col))
                 ax.set_xlabel(style.label(key))
                 if value is not None:
-                    ax.set_title(f"{style.label(rows[0])} = {value}")
+                    ax.set_title(f"{style.label(str(rows[0]))} = {value}")
                 if key == "alpha":
                     ax.set_xscale("log")
         fig.tight_layout()

@@ -9,13 +9,13 @@ so a run can be pasted into a lab notebook.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from studies.spec import StudySpec
+from userio import atomic_write, atomic_write_text
 
 GRID_OUTPUTS = {
     "solve": ("objective", "imbalance_network", "energy_total_j", "total_time_s"),
@@ -64,10 +64,12 @@ def analyse(spec: StudySpec, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {}
 
 
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
@@ -80,7 +82,7 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
         _write_csv(frame, path)
         paths.append(path)
         if name == "morris":  # kept for readers of earlier versions
-            frame.to_parquet(out_dir / "morris.parquet", index=False)
+            _write_parquet(frame, out_dir / "morris.parquet")
     return paths
 
 
@@ -147,9 +149,7 @@ def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.Da
             lines += [f"![{png.stem}]({rel})", "",
                       f"[PDF]({stem}.pdf) · [SVG]({stem}.svg)", ""]
     path = out_dir / "report.md"
-    tmp = out_dir / ".report.md.tmp"
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

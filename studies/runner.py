@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -27,11 +26,8 @@ import tomli_w
 
 from studies.cells import FILES_KEY, run_cell, write_files
 from studies.spec import Cell, StudyError, StudySpec, parse_spec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from userio import atomic_write, atomic_write_text, read_toml
+from userio import progress as progress_bar
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
 PROGRESS_EVERY_S = 5.0  # a plain progress line this often when stderr is not a terminal
@@ -91,9 +87,7 @@ def write_results(spec: StudySpec, out_dir: Path) -> pd.DataFrame:
     wanted = {c.id for c in spec.cells()}
     rows = {r["cell_id"]: r for r in read_journal(out_dir) if r.get("cell_id") in wanted}
     frame = pd.DataFrame(list(rows.values()))
-    tmp = out_dir / ".results.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out_dir / "results.parquet")
+    atomic_write(out_dir / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 
 
@@ -101,16 +95,14 @@ def _check_spec(spec: StudySpec, out_dir: Path, force: bool) -> None:
     stored = out_dir / "spec.toml"
     if stored.exists():
         try:
-            old = parse_spec(tomllib.loads(stored.read_text(encoding="utf-8")), str(stored))
-            same = old.identity() == spec.identity()
-        except (tomllib.TOMLDecodeError, StudyError):
+            same = parse_spec(read_toml(stored, StudyError), str(stored)).identity() \
+                == spec.identity()
+        except StudyError:  # unreadable, or written by a version with other rules
             same = False
         if not same and not force:
             raise StudyError(f"{out_dir} holds results of a different spec; use another --out "
                              "or --force to run the new spec there")
-    tmp = out_dir / ".spec.toml.tmp"
-    tmp.write_text(tomli_w.dumps(spec.raw), encoding="utf-8")
-    os.replace(tmp, stored)
+    atomic_write_text(stored, tomli_w.dumps(spec.raw))
 
 
 @contextmanager
@@ -146,52 +138,30 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 class Progress:
-    """Cells done, as a tqdm bar on a terminal or a plain line every few seconds otherwise.
+    """Cells done: the shared progress bar (userio.progress: a bar on a terminal, a plain line
+    every few seconds elsewhere) with the failure count beside it."""
 
-    update(failed) after each cell, write(line) for messages, close() at the end.
-    """
-
-    def __init__(self, total: int, name: str, tty: bool | None = None,
-                 every_s: float = PROGRESS_EVERY_S) -> None:
-        self.total, self.name, self.every_s = total, name, every_s
-        self.done = self.failed = 0
-        self.t0 = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.bar = None
-        if self.tty and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="cells", unit="cell")
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.failed = 0
+        self.bar = progress_bar(total, "cells", "cell", enabled=enabled and total > 0,
+                                every_s=PROGRESS_EVERY_S)
 
     def update(self, failed: bool = False) -> None:
         """One more cell finished."""
-        self.done += 1
-        self.failed += int(failed)
-        if self.bar is not None:
-            self.bar.update(1)
-        elif time.monotonic() - self.last >= self.every_s:
-            self._line()
-
-    def _line(self) -> None:
-        self.last = time.monotonic()
-        elapsed = self.last - self.t0
-        left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-        print(f"study {self.name!r}: {self.done}/{self.total} cells, {self.failed} failed, "
-              f"{elapsed:.0f} s, about {left:.0f} s left", file=sys.stderr, flush=True)
+        if failed:
+            self.failed += 1
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+        self.bar.update(1)
 
     def write(self, line: str) -> None:
         """A message that does not break the bar."""
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
-        """End the bar, or print the last plain line."""
-        if self.bar is not None:
-            self.bar.close()
-        elif self.done:
-            self._line()
+        """End the bar."""
+        self.bar.close()
 
 
 @contextmanager
@@ -247,11 +217,11 @@ def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
 
 
 def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bool = False,
-              progress: bool | None = None, cluster: str | None = None,
+              progress: bool = True, cluster: str | None = None,
               on_failure: Callable[[str, str], None] | None = None) -> tuple[int, int, int]:
     """Run the missing cells; returns (cells run now, cells skipped, failures overall).
 
-    progress: True a bar, False plain lines every few seconds, None whichever suits stderr.
+    progress: show progress (a bar on a terminal, plain lines every few seconds elsewhere).
     on_failure(cell_id, line) hears of each failed cell as it ends (default: printed).
     """
     out_dir = Path(out_dir)
@@ -271,9 +241,9 @@ def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bo
 
 
 def _run_cells(spec: StudySpec, todo: list[Cell], out_dir: Path, executor: Executor | None,
-               progress: bool | None, on_failure: Callable[[str, str], None] | None) -> int:
+               progress: bool, on_failure: Callable[[str, str], None] | None) -> int:
     stop_after = int(os.environ.get(STOP_AFTER_ENV, "0") or 0)
-    bar = Progress(len(todo), spec.name, tty=progress)
+    bar = Progress(len(todo), enabled=progress)
     model = spec.model
     ran = 0
     try:
@@ -334,5 +304,5 @@ def load_study(out_dir: Path) -> tuple[StudySpec, pd.DataFrame]:
     out_dir = Path(out_dir)
     if not (out_dir / "spec.toml").exists() or not (out_dir / "results.parquet").exists():
         raise StudyError(f"{out_dir}: not a study folder (no spec.toml/results.parquet)")
-    spec = parse_spec(tomllib.loads((out_dir / "spec.toml").read_text()), str(out_dir))
+    spec = parse_spec(read_toml(out_dir / "spec.toml", StudyError), str(out_dir))
     return spec, pd.read_parquet(out_dir / "results.parquet")

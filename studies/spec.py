@@ -6,15 +6,9 @@ import hashlib
 import itertools
 import json
 import math
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 KINDS = ("solve", "train", "morris", "sobol")
 SENSITIVITY_KINDS = ("morris", "sobol")
@@ -244,11 +238,6 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study TOML file."""
-    p = Path(path)
-    if not p.is_file():
-        raise StudyError(f"{p}: no such file")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{p}: not valid TOML ({exc})") from None
-    return parse_spec(data, str(p))
+    from userio import read_toml
+
+    return parse_spec(read_toml(path, StudyError), str(path))

@@ -18,8 +18,8 @@ PNG_DPI = 150
 # Result columns and factors -> axis labels with symbols (mathtext) and units.
 LABELS: dict[str, str] = {
     "objective": "objective (higher is better)",
-    "imbalance_network": r"network imbalance $\max_m G_m / \min_m G_m$",
-    "imbalance_device_mean": r"mean device imbalance $\max/\min\,P$",
+    "imbalance_network": r"network imbalance $G_{\max} / G_{\min}$",
+    "imbalance_device_mean": r"mean device imbalance $P_{\max} / P_{\min}$",
     "energy_total_j": "energy used (J)",
     "total_time_s": "build + solve time (s)",
     "solve_time_s": "solve time (s)",
@@ -29,12 +29,12 @@ LABELS: dict[str, str] = {
     "weakest_view_accuracy": "weakest view's unimodal accuracy",
     "energy_used_j": "energy used (J)",
     "energy_left_j": "energy left in all batteries (J)",
-    "budget_scale": "budget scale (× cheapest round)",
+    "budget_scale": r"budget scale (× compute energy at mid-$\tau$)",
     "delta": r"imbalance weight $\delta$",
     "mu": r"overshoot penalty $\mu$",
     "epsilon": r"energy tie-break $\epsilon$",
-    "speed_spread": "speed spread (log-normal σ)",
-    "energy_spread": "energy spread (log-normal σ)",
+    "speed_spread": "modality speed spread (decades)",
+    "energy_spread": "cycles-per-sample spread (decades)",
     "missing_rate": "missing-view rate",
     "devices": "devices",
     "alpha": r"label skew $\alpha$ (Dirichlet)",
@@ -95,7 +95,7 @@ def line_styles(names: Sequence[Any]) -> tuple[dict[Any, str], dict[Any, Any]]:
     return markers, dashes
 
 
-def legend_below(fig: Any, axes: Sequence[Any], title: str | None = None) -> None:
+def legend_below(fig: Any, axes: Iterable[Any], title: str | None = None) -> None:
     """Move the axes' legend entries into one figure legend under the plots (never over data)."""
     handles, labels = [], []
     for ax in axes:

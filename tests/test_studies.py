@@ -121,8 +121,7 @@ def test_failing_cell_is_recorded_printed_and_exit_1(cli, tmp_path: Path) -> Non
     assert len(failed) == 4 and all("budget_scale=-1" in line for line in failed)
     assert {line.split()[1] for line in failed} == set(errors["cell_id"])
     assert "Traceback" not in run.stderr
-    # stderr is a pipe here: plain progress lines instead of a bar.
-    assert "study 'tiny': 8/8 cells, 4 failed" in run.stderr and "\r" not in run.stderr
+    assert "\r" not in run.stderr  # stderr is a pipe: no bar redraws
     # On resume the failed cells are not rerun, but their reasons are said again.
     code, stdout, err = cli("study", str(spec), "--out", str(out))
     assert code == 1 and "0 cells run" in stdout
@@ -140,6 +139,19 @@ def test_changed_spec_refused_unless_forced(cli, spec_file: Path, tmp_path: Path
     assert code == 0 and "12 cells run" in stdout
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 12 and (results["devices"] == 7).all()
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(cli, spec_file: Path, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    import studies.runner
+
+    monkeypatch.setattr(studies.runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
+    spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", "budget_scale = [1.0, -1.0]"))
+    code, _, err = cli("study", str(spec_file), "--out", str(tmp_path / "out"))
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.startswith("cells: ")]
+    assert lines and "8/8" in lines[-1] and "failed=4" in lines[-1], err
+    assert "\r" not in err
 
 
 def test_changing_only_jobs_is_the_same_spec(cli, spec_file: Path, tmp_path: Path) -> None:
@@ -411,3 +423,51 @@ def test_dask_train_cells_return_their_files_to_the_parent(cli, tmp_path: Path) 
                         for d in "ba")
         assert {k: v for k, v in ours.items() if k not in timing} == \
             {k: v for k, v in inline.items() if k not in timing}
+
+
+def test_plot_redraws_a_compare_folder_in_three_formats(cli, tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    code, _, err = cli("compare", "--dataset", "synthetic", "--devices", "3", "--rounds", "2",
+                       "--seeds", "1", "--methods", "dmml-kd,dmml-kd-balance", "--jobs", "1",
+                       "--out", str(out), "--quiet")
+    assert code == 0, err
+    for name in ("curves", "tau_heatmap"):
+        for fmt in ("png", "pdf", "svg"):
+            (out / "figures" / f"{name}.{fmt}").unlink()
+    code, stdout, err = cli("plot", str(out))
+    assert code == 0, err
+    for name in ("curves", "tau_heatmap"):
+        assert str(out / "figures" / f"{name}.png") in stdout
+        for fmt in ("png", "pdf", "svg"):
+            assert (out / "figures" / f"{name}.{fmt}").stat().st_size > 0
+
+
+def test_plot_refuses_a_folder_that_is_neither(cli, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = cli("plot", str(tmp_path))
+    assert code == 2 and "neither a study folder" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "figures").exists()
+
+
+def test_style_one_legend_distinct_lines_honest_colour_scale_three_formats(tmp_path: Path) -> None:
+    from studies import style
+
+    plt = style.apply()
+    fig, axes = plt.subplots(1, 2)
+    markers, dashes = style.line_styles(["exact", "heuristic", "uniform"])
+    assert len(set(markers.values())) == 3 and len(set(map(str, dashes.values()))) == 3
+    for ax in axes:
+        for name in ("exact", "heuristic"):  # identical data: only marker/dash tell them apart
+            ax.plot([0, 1], [0, 1], marker=markers[name], dashes=dashes[name] or (None, None),
+                    label=name)
+        ax.legend()
+    style.legend_below(fig, axes)
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["exact", "heuristic"]
+    png = style.save(fig, tmp_path / "f.png")
+    assert png == tmp_path / "f.png"
+    assert (tmp_path / "f.pdf").read_bytes()[:4] == b"%PDF"
+    assert b"<svg" in (tmp_path / "f.svg").read_bytes()[:500]
+    # A colour scale of non-negative data starts at 0: 5.0 vs 6.0 does not look like 0 vs 1.
+    assert style.colour_limits([5.0, 6.0]) == (0.0, 6.0)
+    assert style.colour_limits([-1.0, 2.0]) == (-1.0, 2.0)

@@ -21,8 +21,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run cells on Dask: 'local' (a LocalCluster of --jobs processes) or a "
                         "scheduler address such as tcp://host:8786")
     p.add_argument("--force", action="store_true", help="accept a changed spec in --out")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar (plain progress lines every few seconds)")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar or lines)")
     return p
 
 
@@ -68,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
     def on_failure(cell_id: str, line: str) -> None:
         printed.add(cell_id)
         if len(printed) <= MAX_FAILURE_LINES:
-            print(line, file=sys.stderr, flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)  # between progress lines, never inside the bar
 
     try:
         ran, skipped, failures = run_study(spec, out, args.jobs, args.force,
-                                           progress=False if args.quiet else None,
+                                           progress=not args.quiet,
                                            cluster=args.cluster, on_failure=on_failure)
     except StudyTerminated:
         print(f"dmmlkd study: terminated; finished cells are kept in {out / 'cells.jsonl'}, "
