@@ -1,4 +1,9 @@
-"""Profile the network-scope heuristic on a generated instance: PYTHONPATH=. python benchmarks/network_heuristic_profile.py K SEED (CPU and wall seconds, objective, certified gap, top of the profile)."""
+"""Profile the network-scope heuristic on a generated instance.
+
+Usage: PYTHONPATH=. python benchmarks/network_heuristic_profile.py K SEED
+Prints CPU and wall seconds, objective, certified gap, then the top of the profile.
+"""
+
 import cProfile
 import pstats
 import sys
@@ -7,10 +12,13 @@ import time
 from allocator import generate_problem, solve
 
 K, seed = int(sys.argv[1]), int(sys.argv[2])
-p = generate_problem(devices=K, modalities=4, scope='network', seed=seed)
+problem = generate_problem(devices=K, modalities=4, scope="network", seed=seed)
 c0, t0 = time.process_time(), time.perf_counter()
-pr = cProfile.Profile(); pr.enable()
-a = solve(p, "heuristic")
-pr.disable()
-print(f"K={K} seed={seed} cpu_s={time.process_time()-c0:.1f} wall_s={time.perf_counter()-t0:.1f} objective={a.objective:.6g} certified_gap={a.gap:.4%}", flush=True)
-pstats.Stats(pr).sort_stats('cumtime').print_stats(14)
+profile = cProfile.Profile()
+profile.enable()
+alloc = solve(problem, "heuristic")
+profile.disable()
+print(f"K={K} seed={seed} cpu_s={time.process_time() - c0:.1f} "
+      f"wall_s={time.perf_counter() - t0:.1f} objective={alloc.objective:.6g} "
+      f"certified_gap={alloc.gap:.4%}", flush=True)
+pstats.Stats(profile).sort_stats("cumtime").print_stats(14)
