@@ -179,7 +179,7 @@ def _morris(indices: pd.DataFrame, fig_dir: Path) -> list[Path]:
         ax.barh(ypos, part["mu_star"], xerr=part["mu_star_conf"], color="C0", alpha=0.85,
                 height=0.6, capsize=3, label=r"$\mu^*$ (95% bootstrap CI)")
         ax.plot(part["sigma"], ypos, "D", color="C3", markersize=5, label=r"$\sigma$")
-        ax.set_yticks(ypos, [style.label(p) for p in part["parameter"]])
+        ax.set_yticks(ypos, [style.short(p) for p in part["parameter"]])
         ax.set_xlim(left=0)
         ax.set_title(style.label(out))
         ax.set_xlabel(r"$\mu^*$, $\sigma$ (output units per full range)")

@@ -107,16 +107,31 @@ def line_styles(names: Sequence[Any]) -> tuple[dict[Any, str], dict[Any, Any]]:
     return markers, dashes
 
 
+def hollow_markers(artists: Iterable[Any]) -> None:
+    """Open markers edged in their line's colour: a circle under a cross stays visible."""
+    from matplotlib.lines import Line2D
+
+    for line in artists:
+        if isinstance(line, Line2D) and line.get_marker() not in (None, "", "None"):
+            line.set_markeredgecolor(line.get_color())
+            line.set_markerfacecolor("none")
+            line.set_markeredgewidth(1.1)
+            line.set_markersize(6.5 if line.get_marker() == "o" else 5.0)
+
+
 def legend_below(fig: Any, axes: Iterable[Any], title: str | None = None, ncol: int = 6) -> None:
     """Move the axes' legend entries into one figure legend under the plots (never over data)."""
     handles, labels = [], []
+    axes = list(axes)
     for ax in axes:
+        hollow_markers(ax.get_lines())
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    hollow_markers(handles)
     if handles:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                    ncol=min(len(labels), ncol), title=title, frameon=False)
