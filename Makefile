@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all run lint bench clean
+.PHONY: setup test test-all run lint bench results clean
 
 setup: $(STAMP)
 
@@ -23,12 +23,17 @@ test-all: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 run: setup
 	$(VENV)/bin/dmmlkd demo
 
 bench: setup
 	$(VENV)/bin/dmmlkd bench allocator
+
+# docs/results.md from scratch (every table produced by the code; ~20 min on 2 idle cores).
+results: setup
+	$(PY) benchmarks/results.py --out docs/results.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

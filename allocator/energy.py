@@ -6,6 +6,7 @@ the optional physical fields of a problem file's device entry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +14,12 @@ import numpy as np
 
 from allocator.errors import ProblemError
 from metrics.energy import (
+    BACKWARD_CYCLES_FACTOR,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITANCE,
     DEFAULT_NOISE_PSD_W_PER_HZ,
     communication_energy_j,
+    communication_time_s,
     iteration_energy_j,
 )
 
@@ -30,13 +34,31 @@ def _get(entry: Mapping[str, Any], key: str, where: str) -> Any:
     return entry[key]
 
 
+def _num(entry: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
+    """A finite int/float field (the reader's one rule: no bools, no text)."""
+    value = _get(entry, key, where) if default is None or key in entry else default
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ProblemError(f"{where}: {key} must be a finite number (got {value!r})")
+    return float(value)
+
+
+def _nums(entry: Mapping[str, Any], key: str, where: str, default: Any = None) -> Any:
+    value = _get(entry, key, where) if default is None or key in entry else default
+    if isinstance(value, np.ndarray):
+        return value
+    if not isinstance(value, list) or not all(
+            type(x) in (int, float) and math.isfinite(x) for x in value):
+        raise ProblemError(f"{where}: {key} must be a list of finite numbers")
+    return np.asarray(value, float)
+
+
 def iteration_energies(entry: Mapping[str, Any], n_held: int, where: str) -> tuple[Any, Any]:
     """Forward and backward J per iteration for a device entry with CPU parameters."""
-    cap = float(entry.get("capacitance", DEFAULT_CAPACITANCE))
-    batch = float(entry.get("batch_size", 32))
-    cpu = float(_get(entry, "cpu_hz", where))
-    fwd_cycles = np.asarray(_get(entry, "cycles_forward", where), float)
-    bwd_cycles = np.asarray(entry.get("cycles_backward", 2.0 * fwd_cycles), float)
+    cap = _num(entry, "capacitance", where, DEFAULT_CAPACITANCE)
+    batch = _num(entry, "batch_size", where, float(DEFAULT_BATCH_SIZE))
+    cpu = _num(entry, "cpu_hz", where)
+    fwd_cycles = _nums(entry, "cycles_forward", where)
+    bwd_cycles = _nums(entry, "cycles_backward", where, BACKWARD_CYCLES_FACTOR * fwd_cycles)
     for name, arr in (("cycles_forward", fwd_cycles), ("cycles_backward", bwd_cycles)):
         if arr.shape != (n_held,):
             raise ProblemError(f"{where}: {name} needs {n_held} values (one per held modality)")
@@ -48,13 +70,22 @@ def iteration_energies(entry: Mapping[str, Any], n_held: int, where: str) -> tup
     )
 
 
-def round_comm_energy(entry: Mapping[str, Any], where: str) -> float:
-    """Broadcast energy p S / r of a device entry with radio parameters."""
-    power = float(_get(entry, "tx_power_w", where))
-    bandwidth = float(_get(entry, "bandwidth_hz", where))
-    gain = float(_get(entry, "channel_gain", where))
-    bits = float(_get(entry, "model_bits", where))
-    noise = float(entry.get("noise_psd_w_per_hz", DEFAULT_NOISE_PSD_W_PER_HZ))
+def _radio(entry: Mapping[str, Any], where: str) -> tuple[float, float, float, float, float]:
+    power = _num(entry, "tx_power_w", where)
+    bandwidth = _num(entry, "bandwidth_hz", where)
+    gain = _num(entry, "channel_gain", where)
+    bits = _num(entry, "model_bits", where)
+    noise = _num(entry, "noise_psd_w_per_hz", where, DEFAULT_NOISE_PSD_W_PER_HZ)
     if min(power, bandwidth, gain, bits, noise) <= 0:
         raise ProblemError(f"{where}: radio parameters must be > 0")
-    return float(communication_energy_j(power, bits, gain, bandwidth, noise))
+    return power, bits, gain, bandwidth, noise
+
+
+def round_comm_energy(entry: Mapping[str, Any], where: str) -> float:
+    """Broadcast energy p S / r of a device entry with radio parameters."""
+    return float(communication_energy_j(*_radio(entry, where)))
+
+
+def round_comm_time(entry: Mapping[str, Any], where: str) -> float:
+    """Broadcast time S / r of a device entry with radio parameters."""
+    return float(communication_time_s(*_radio(entry, where)))

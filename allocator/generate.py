@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from allocator.errors import ProblemError
 from allocator.problem import Problem
+from metrics.availability import random_availability
 from metrics.energy import (
+    BACKWARD_CYCLES_FACTOR,
+    BANDWIDTH_HZ,
+    CPU_RANGE_HZ,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITANCE,
+    PARAMETER_BITS,
+    TX_POWER_W,
     communication_energy_j,
+    communication_time_s,
     computation_energy_j,
     iteration_energy_j,
     path_gain,
+    round_cycles,
 )
+
+__all__ = ["MODALITY_NAMES", "generate_problem", "modality_names", "random_availability"]
+# Above this many (device, modality) cells a generated problem is refused before drawing it
+# (the arrays of a problem take ~100 bytes per cell; 100,000 x 8 is the benchmark's largest).
+MAX_CELLS = 50_000_000
+_BYTES_PER_CELL = 400  # drawing and validating a problem: ~40 float arrays of K x M at peak
 
 MODALITY_NAMES = ("audio", "image", "imu", "text", "depth", "radar", "lidar", "thermal")
 
@@ -22,19 +39,6 @@ def modality_names(n: int) -> list[str]:
     if n <= len(MODALITY_NAMES):
         return list(MODALITY_NAMES[:n])
     return [f"mod{j}" for j in range(n)]
-
-
-def random_availability(
-    n_devices: int, n_modalities: int, missing_rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Holdings with each (device, modality) missing at a rate; every device keeps one, every
-    modality keeps a holder."""
-    holds = rng.random((n_devices, n_modalities)) >= missing_rate
-    empty = ~holds.any(axis=1)
-    holds[empty, rng.integers(0, n_modalities, size=int(empty.sum()))] = True
-    for m in np.flatnonzero(~holds.any(axis=0)):
-        holds[rng.integers(0, n_devices), m] = True
-    return holds
 
 
 def _sig(x: np.ndarray, digits: int = 6, up: bool = False) -> np.ndarray:
@@ -58,19 +62,47 @@ def generate_problem(
     epsilon: float = 1e-3,
     tau_min: int = 1,
     tau_max: int = 20,
+    cpu_levels: int = 0,
+    deadline_scale: float | None = None,
 ) -> Problem:
     """A seeded instance: heterogeneous CPUs and links, modality speeds spread over ~1 decade.
 
     The budget of each device is its communication energy plus ``budget_scale`` times the
     computation energy of running every held modality at the middle of the tau range (never less
     than the cheapest admissible round), so ``budget_scale = 1`` binds for most devices.
+
+    ``cpu_levels = n > 0`` gives every device the levels (1/n, 2/n, ..., 1) x its f_max (the
+    time/frequency model; energies then follow from cycles). ``deadline_scale`` (needs levels)
+    sets the deadline to that multiple of the slowest device's time for the middle tau at f_max
+    (never below what tau_min needs at f_max).
     """
-    if devices < 1 or modalities < 1:
-        raise ProblemError("devices and modalities must be >= 1")
+    _check_int("devices", devices, 1)
+    _check_int("modalities", modalities, 1)
+    _check_int("cpu_levels", cpu_levels, 0)
+    _check_int("seed", seed, 0, 2**32 - 1)
+    if devices * modalities > MAX_CELLS:
+        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
+                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    from allocator.resources import available_memory_bytes
+
+    have = available_memory_bytes()
+    if have is not None and devices * modalities * _BYTES_PER_CELL > have:
+        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells need about "
+                           f"{devices * modalities * _BYTES_PER_CELL / 2**30:.1f} GiB, more than "
+                           f"the {have / 2**30:.1f} GiB available: lower devices")
+    for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
+                             ("energy_spread", energy_spread, 0.0),
+                             ("deadline_scale", deadline_scale, None)):
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                value <= 0 if low is None else value < low):
+            rule = "> 0" if low is None else f">= {low:g}"
+            raise ProblemError(f"{name} must be a finite number {rule} (got {value!r})")
     if not 0.0 <= missing_rate < 1.0:
         raise ProblemError(f"missing_rate must be in [0, 1) (got {missing_rate})")
-    if budget_scale <= 0 or speed_spread < 0 or energy_spread < 0:
-        raise ProblemError("budget_scale must be > 0 and spreads >= 0")
+    if deadline_scale is not None and not cpu_levels:
+        raise ProblemError("deadline_scale needs cpu_levels >= 1 (the time/frequency model)")
     rng = np.random.default_rng(seed)
     K, M = devices, modalities
     holds = random_availability(K, M, missing_rate, rng)
@@ -78,16 +110,18 @@ def generate_problem(
     level = 10 ** rng.uniform(-2.0, -2.0 + speed_spread, size=M) if speed_spread else np.full(M, 1e-2)
     speed = level[None, :] * rng.lognormal(0.0, 0.25 * max(speed_spread, 0.0), size=(K, M))
     # Computation: CPU 0.5-2 GHz; forward cycles per sample per modality ~ encoder size.
-    cpu_hz = rng.uniform(0.5e9, 2.0e9, size=K)
+    cpu_hz = rng.uniform(*CPU_RANGE_HZ, size=K)
     cycles_fwd = 10 ** rng.uniform(5.0, 5.0 + energy_spread, size=M) if energy_spread else np.full(M, 1e5)
     cycles_fwd = cycles_fwd[None, :] * rng.lognormal(0.0, 0.1, size=(K, M))
-    forward = iteration_energy_j(DEFAULT_CAPACITANCE, cpu_hz[:, None], 32, cycles_fwd)
-    backward = 2.0 * forward
+    forward = iteration_energy_j(DEFAULT_CAPACITANCE, cpu_hz[:, None], DEFAULT_BATCH_SIZE,
+                                 cycles_fwd)
+    backward = BACKWARD_CYCLES_FACTOR * forward
     # Communication: 32-bit parameters of the held encoders (~ cycles / 2 per parameter),
     # 0.1-0.2 W over 1 MHz to the weakest neighbour 20-80 m away.
-    bits = 32.0 * (np.where(holds, cycles_fwd, 0.0).sum(axis=1) / 2.0 + 5e3)
+    bits = PARAMETER_BITS * (np.where(holds, cycles_fwd, 0.0).sum(axis=1) / 2.0 + 5e3)
     gain = path_gain(rng.uniform(20.0, 80.0, size=K))
-    comm = communication_energy_j(rng.uniform(0.1, 0.2, size=K), bits, gain, 1e6)
+    power = rng.uniform(TX_POWER_W, 2 * TX_POWER_W, size=K)
+    comm = communication_energy_j(power, bits, gain, BANDWIDTH_HZ)
     mid = np.where(holds, (tau_min + tau_max) / 2.0, 0.0)
     reference = computation_energy_j(mid, holds, forward, backward)
     floor_compute = tau_min * (np.where(holds, forward + backward, 0.0).sum(axis=1))
@@ -98,6 +132,11 @@ def generate_problem(
     forward, backward, comm = _sig(forward), _sig(backward), _sig(comm)
     floor_total = comm + tau_min * np.where(holds, forward + backward, 0.0).sum(axis=1)
     budget = np.maximum(_sig(comm + compute_budget, up=True), _sig(floor_total, up=True))
+    if cpu_levels:
+        return _with_levels(holds, np.round(speed, 6), cycles_fwd, cpu_hz, comm, budget,
+                            communication_time_s(power, bits, gain, BANDWIDTH_HZ), cpu_levels,
+                            deadline_scale, scope=scope, tau_min=tau_min, tau_max=tau_max,
+                            delta=delta, mu=mu, epsilon=epsilon)
     return Problem(
         modalities=tuple(modality_names(M)),
         devices=tuple(f"dev{k}" for k in range(K)),
@@ -113,4 +152,40 @@ def generate_problem(
         delta=delta,
         mu=mu,
         epsilon=epsilon,
+    )
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ProblemError(f"{name} must be an integer (got {value!r})")
+    if value < low or (high is not None and value > high):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ProblemError(f"{name} must be {rng} (got {value})")
+
+
+def _with_levels(holds: np.ndarray, speed: np.ndarray, cycles_fwd: np.ndarray,
+                 cpu_hz: np.ndarray, comm: np.ndarray, budget: np.ndarray, comm_s: np.ndarray,
+                 n_levels: int, deadline_scale: float | None, **options: object) -> Problem:
+    """The same fleet in the time/frequency model: levels k/n x f_max, an optional deadline."""
+    K, M = holds.shape
+    tau_min, tau_max = int(options["tau_min"]), int(options["tau_max"])  # type: ignore[call-overload]
+    levels = cpu_hz[:, None] * np.arange(1, n_levels + 1) / n_levels
+    cycles_fwd = _sig(np.where(holds, cycles_fwd, 0.0))
+    cycles_bwd = BACKWARD_CYCLES_FACTOR * cycles_fwd
+    comm_s = _sig(comm_s, up=True)
+    deadline = None
+    if deadline_scale is not None:
+        mid = np.where(holds, (tau_min + tau_max) // 2, 0)
+        t_mid = round_cycles(mid, holds, DEFAULT_BATCH_SIZE, cycles_fwd, cycles_bwd) / cpu_hz
+        t_min = round_cycles(np.where(holds, tau_min, 0), holds, DEFAULT_BATCH_SIZE, cycles_fwd,
+                             cycles_bwd) / cpu_hz
+        deadline = float(max(deadline_scale * float((t_mid + comm_s).max()),
+                             float((t_min + comm_s).max()) * (1 + 1e-6)))
+        deadline = float(_sig(np.array([deadline]), up=True)[0])
+    return Problem(
+        modalities=tuple(modality_names(M)), devices=tuple(f"dev{k}" for k in range(K)),
+        holds=holds, speed=speed, comm_energy=comm, budget=budget,
+        cpu_levels_hz=_sig(levels), cycles_forward=cycles_fwd, cycles_backward=cycles_bwd,
+        batch_size=float(DEFAULT_BATCH_SIZE), comm_time_s=comm_s, deadline_s=deadline,
+        **options,  # type: ignore[arg-type]
     )

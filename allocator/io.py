@@ -14,9 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from allocator.energy import COMM_FIELDS, COMPUTE_FIELDS, iteration_energies, round_comm_energy
+from allocator.energy import (
+    COMM_FIELDS,
+    COMPUTE_FIELDS,
+    iteration_energies,
+    round_comm_energy,
+    round_comm_time,
+)
 from allocator.errors import ProblemError
 from allocator.problem import Problem
+from metrics.energy import BACKWARD_CYCLES_FACTOR, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITANCE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,10 +34,13 @@ DEVICE_FIELDS = frozenset({
     "name", "modalities", "speed", "forward_energy", "backward_energy", "comm_energy", "budget",
     "weight", "cpu_hz", "cycles_forward", "cycles_backward", "batch_size", "capacitance",
     "tx_power_w", "bandwidth_hz", "channel_gain", "model_bits", "noise_psd_w_per_hz",
+    "cpu_levels_hz", "comm_time_s",
 })
-PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon")
-_DEFAULTS = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1, "mu": 5.0,
-             "epsilon": 1e-3}
+PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline_s")
+_DEFAULTS: dict[str, Any] = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1,
+                             "mu": 5.0, "epsilon": 1e-3, "deadline_s": None}
+# A number in a problem file: int or float, never bool (True is an int in Python) or text.
+_NUMBER_TYPES = (int, float)
 
 
 def parse_text(text: str, fmt: str, source: str = "input") -> dict[str, Any]:
@@ -40,11 +50,15 @@ def parse_text(text: str, fmt: str, source: str = "input") -> dict[str, Any]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProblemError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except RecursionError:
+            raise ProblemError(f"{source}: not a problem file (JSON nested too deeply)") from None
     elif fmt == "toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ProblemError(f"{source}: not valid TOML ({exc})") from None
+        except RecursionError:
+            raise ProblemError(f"{source}: not a problem file (TOML nested too deeply)") from None
     else:
         raise ProblemError(f"{source}: unknown format {fmt!r} (use toml or json)")
     if not isinstance(data, dict):
@@ -87,10 +101,15 @@ def _list(entry: Mapping[str, Any], key: str, n: int, where: str) -> list[float]
         raise ProblemError(
             f"{where}: {key} has {len(value)} values but the device holds {n} modalities"
         )
-    try:
-        return [float(x) for x in value]
-    except (TypeError, ValueError):
-        raise ProblemError(f"{where}: {key} must hold numbers") from None
+    if not all(_is_number(x) for x in value):
+        raise ProblemError(f"{where}: {key} must hold numbers")
+    if not all(math.isfinite(x) for x in value):
+        raise ProblemError(f"{where}: {key} must be finite")
+    return [float(x) for x in value]
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in _NUMBER_TYPES
 
 
 def _number(entry: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -99,7 +118,7 @@ def _number(entry: Mapping[str, Any], key: str, where: str, default: float | Non
             raise ProblemError(f"{where}: missing field {key!r}")
         return default
     value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value):
         raise ProblemError(f"{where}: {key} must be a number (got {value!r})")
     if not math.isfinite(value):
         raise ProblemError(f"{where}: {key} must be finite")
@@ -123,6 +142,8 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     for key in PROBLEM_OPTIONS:
         if key == "scope":
             options[key] = head.get(key, _DEFAULTS[key])
+        elif key == "deadline_s" and key not in head:
+            options[key] = None
         else:
             options[key] = _number(head, key, f"{source}: problem", _DEFAULTS[key])
     devices = data.get("devices")
@@ -133,21 +154,56 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     holds = np.zeros((K, M), bool)
     speed, fwd, bwd = np.zeros((K, M)), np.zeros((K, M)), np.zeros((K, M))
     comm, budget, weight = np.zeros(K), np.zeros(K), np.ones(K)
+    timed = _TimeFields(K, M)
     try:
         names = _read_devices_fast(devices, index, holds, speed, fwd, bwd, comm, budget, weight)
     except (KeyError, TypeError, ValueError, AttributeError):
-        # Something unusual (physical fields, a typo, a wrong length): the careful path reads
-        # device by device and names the device and field in its error.
+        # Something unusual (physical fields, a typo, a wrong length, a wrong type): the
+        # careful path reads device by device and names the device and field in its error.
+        # The fast path accepts only what the careful one accepts (one set of rules).
         holds[:] = False
         names = [
-            _read_device(entry, k, index, holds, speed, fwd, bwd, comm, budget, weight, source)
+            _read_device(entry, k, index, holds, speed, fwd, bwd, comm, budget, weight, source,
+                         timed)
             for k, entry in enumerate(devices)
         ]
+    level_model = timed.level_model(source)
+    energies: dict[str, Any] = {"forward_energy": fwd, "backward_energy": bwd}
+    if level_model:
+        energies = {"cpu_levels_hz": timed.levels, "cycles_forward": timed.cycles_forward,
+                    "cycles_backward": timed.cycles_backward, "batch_size": timed.batch_size,
+                    "capacitance": timed.capacitance, "comm_time_s": timed.comm_time_s}
     return Problem(
         modalities=tuple(modalities), devices=tuple(names), holds=holds, speed=speed,
-        forward_energy=fwd, backward_energy=bwd, comm_energy=comm, budget=budget, weight=weight,
-        **options,
+        comm_energy=comm, budget=budget, weight=weight, **energies, **options,
     )
+
+
+class _TimeFields:
+    """The time/frequency fields read from device entries (the level model needs all devices)."""
+
+    def __init__(self, K: int, M: int) -> None:
+        self.levels: list[list[float] | None] = [None] * K
+        self.cycles_forward = np.zeros((K, M))
+        self.cycles_backward = np.zeros((K, M))
+        self.batch_size = np.full(K, float(DEFAULT_BATCH_SIZE))
+        self.capacitance = np.full(K, DEFAULT_CAPACITANCE)
+        self.comm_time_s = np.zeros(K)
+        self.comm_time_given = np.zeros(K, bool)
+        self.explicit = np.zeros(K, bool)  # gave cpu_levels_hz (not a single cpu_hz)
+
+    def level_model(self, source: str) -> bool:
+        """Whether every device gave levels (or one cpu_hz); an error when only some did."""
+        given = [lv is not None for lv in self.levels]
+        if all(given):
+            return True
+        if self.explicit.any():
+            k = given.index(False)
+            raise ProblemError(f"{source}: devices[{k}] has no cpu_levels_hz/cpu_hz while "
+                               f"others list CPU levels (all devices or none)")
+        if self.comm_time_given.any():
+            raise ProblemError(f"{source}: comm_time_s needs cpu_levels_hz on every device")
+        return False
 
 
 def _read_devices_fast(devices: list[Any], index: dict[str, int], holds: np.ndarray,
@@ -164,6 +220,8 @@ def _read_devices_fast(devices: list[Any], index: dict[str, int], holds: np.ndar
     if any(not plain.issuperset(e) for e in devices):
         raise ValueError("extra fields")
     mods = [e["modalities"] for e in devices]
+    if not all(type(ms) is list and all(type(m) is str for m in ms) for ms in mods):
+        raise TypeError("modalities")
     lengths = np.fromiter(map(len, mods), dtype=np.int64, count=K)
     if (lengths == 0).any():
         raise ValueError("empty modalities")
@@ -173,24 +231,37 @@ def _read_devices_fast(devices: list[Any], index: dict[str, int], holds: np.ndar
     if np.bincount(rows * M + cols, minlength=K * M).max() > 1:
         raise ValueError("duplicate modality")
 
+    def strict(values: Any, count: int) -> np.ndarray:
+        # Exactly the careful path's rule: int or float (not bool, not text), finite.
+        values = list(values)
+        if not all(type(x) in _NUMBER_TYPES for x in values):
+            raise TypeError("not a number")
+        arr = np.fromiter(values, dtype=float, count=count)
+        if not np.isfinite(arr).all():
+            raise ValueError("not finite")
+        return arr
+
     def flat(key: str) -> np.ndarray:
         values = [e[key] for e in devices]
+        if not all(type(v) is list for v in values):
+            raise TypeError(f"{key} not a list")
         if not np.array_equal(np.fromiter(map(len, values), np.int64, K), lengths):
             raise ValueError(f"{key} length")
-        return np.fromiter(chain.from_iterable(values), dtype=float, count=total)
+        return strict(chain.from_iterable(values), total)
 
     speed[rows, cols], fwd[rows, cols], bwd[rows, cols] = (
         flat("speed"), flat("forward_energy"), flat("backward_energy"))
-    comm[:] = np.fromiter((e["comm_energy"] for e in devices), float, K)
-    budget[:] = np.fromiter((e["budget"] for e in devices), float, K)
-    weight[:] = np.fromiter((e.get("weight", 1.0) for e in devices), float, K)
+    comm[:] = strict((e["comm_energy"] for e in devices), K)
+    budget[:] = strict((e["budget"] for e in devices), K)
+    weight[:] = strict((e.get("weight", 1.0) for e in devices), K)
     holds[rows, cols] = True
     return [str(e.get("name", f"dev{k}")) for k, e in enumerate(devices)]
 
 
 def _read_device(entry: Any, k: int, index: dict[str, int], holds: np.ndarray,
                  speed: np.ndarray, fwd: np.ndarray, bwd: np.ndarray, comm: np.ndarray,
-                 budget: np.ndarray, weight: np.ndarray, source: str) -> str:
+                 budget: np.ndarray, weight: np.ndarray, source: str,
+                 timed: _TimeFields | None = None) -> str:
     """Read one device entry with full checks (physical fields allowed); returns its name."""
     if not isinstance(entry, Mapping):
         raise ProblemError(f"{source}: devices[{k}] must be a table")
@@ -210,15 +281,40 @@ def _read_device(entry: Any, k: int, index: dict[str, int], holds: np.ndarray,
     cols = [index[m] for m in held]
     holds[k, cols] = True
     speed[k, cols] = _list(entry, "speed", len(held), where)
-    if "forward_energy" in entry or not any(f in entry for f in COMPUTE_FIELDS):
+    levels = entry.get("cpu_levels_hz")
+    if levels is not None:
+        if "cpu_hz" in entry:
+            raise ProblemError(f"{where}: give cpu_hz or cpu_levels_hz, not both")
+        if not isinstance(levels, list) or not levels or not all(_is_number(x) for x in levels):
+            raise ProblemError(f"{where}: cpu_levels_hz must be a non-empty list of numbers")
+    if "forward_energy" in entry or not any(f in entry for f in COMPUTE_FIELDS + ("cpu_levels_hz",)):
+        if levels is not None:
+            raise ProblemError(f"{where}: give forward_energy or cpu_levels_hz, not both")
         fwd[k, cols] = _list(entry, "forward_energy", len(held), where)
         bwd[k, cols] = _list(entry, "backward_energy", len(held), where)
     else:
-        fwd[k, cols], bwd[k, cols] = iteration_energies(entry, len(held), where)
+        cf = _list(entry, "cycles_forward", len(held), where)
+        cb = (_list(entry, "cycles_backward", len(held), where) if "cycles_backward" in entry
+              else [BACKWARD_CYCLES_FACTOR * c for c in cf])
+        batch = _number(entry, "batch_size", where, float(DEFAULT_BATCH_SIZE))
+        cap = _number(entry, "capacitance", where, DEFAULT_CAPACITANCE)
+        if levels is None:
+            fwd[k, cols], bwd[k, cols] = iteration_energies(entry, len(held), where)
+            levels = [_number(entry, "cpu_hz", where)]
+        if timed is not None:
+            timed.explicit[k] = "cpu_levels_hz" in entry
+            timed.levels[k] = [float(x) for x in levels]
+            timed.cycles_forward[k, cols], timed.cycles_backward[k, cols] = cf, cb
+            timed.batch_size[k], timed.capacitance[k] = batch, cap
     if "comm_energy" in entry or not any(f in entry for f in COMM_FIELDS):
         comm[k] = _number(entry, "comm_energy", where)
+        if "comm_time_s" in entry and timed is not None:
+            timed.comm_time_s[k] = _number(entry, "comm_time_s", where)
+            timed.comm_time_given[k] = True
     else:
         comm[k] = round_comm_energy(entry, where)
+        if timed is not None:
+            timed.comm_time_s[k] = round_comm_time(entry, where)
     budget[k] = _number(entry, "budget", where)
     weight[k] = _number(entry, "weight", where, 1.0)
     return name
@@ -229,6 +325,8 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
     head: dict[str, Any] = {"scope": problem.scope, "tau_min": problem.tau_min,
                             "tau_max": problem.tau_max, "delta": problem.delta, "mu": problem.mu,
                             "epsilon": problem.epsilon, "modalities": list(problem.modalities)}
+    if problem.deadline_s is not None:
+        head["deadline_s"] = problem.deadline_s
     devices = []
     for k, name in enumerate(problem.devices):
         cols = np.flatnonzero(problem.holds[k])
@@ -236,11 +334,25 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
             "name": name,
             "modalities": [problem.modalities[j] for j in cols],
             "speed": problem.speed[k, cols].tolist(),
-            "forward_energy": problem.forward_energy[k, cols].tolist(),
-            "backward_energy": problem.backward_energy[k, cols].tolist(),
             "comm_energy": float(problem.comm_energy[k]),
             "budget": float(problem.budget[k]),
         }
+        if problem.has_levels:
+            assert problem.cpu_levels_hz is not None and problem.cycles_forward is not None
+            assert problem.cycles_backward is not None and problem.batch_size is not None
+            assert problem.capacitance is not None and problem.comm_time_s is not None
+            levels = problem.cpu_levels_hz[k]
+            entry.update({
+                "cpu_levels_hz": levels[np.isfinite(levels)].tolist(),
+                "cycles_forward": problem.cycles_forward[k, cols].tolist(),
+                "cycles_backward": problem.cycles_backward[k, cols].tolist(),
+                "batch_size": float(problem.batch_size[k]),
+                "capacitance": float(problem.capacitance[k]),
+                "comm_time_s": float(problem.comm_time_s[k]),
+            })
+        else:
+            entry["forward_energy"] = problem.forward_energy[k, cols].tolist()
+            entry["backward_energy"] = problem.backward_energy[k, cols].tolist()
         if problem.weight[k] != 1.0:
             entry["weight"] = float(problem.weight[k])
         devices.append(entry)

@@ -15,7 +15,10 @@ from allocator.problem import Problem
 
 
 def build_highs(problem: Problem) -> tuple[highspy.Highs, int]:
-    """A highspy model of the problem's MILP (maximisation); returns it and the tau count."""
+    """A highspy model of the problem's MILP (maximisation); returns it and the tau count.
+    The level-free model only."""
+    if problem.has_levels:
+        raise ValueError("the direct highspy build covers the level-free model only")
     holds = problem.holds
     K, M = holds.shape
     kk, mm = np.nonzero(holds)
@@ -46,7 +49,8 @@ def build_highs(problem: Problem) -> tuple[highspy.Highs, int]:
     add(r + np.arange(K), L_c, problem.forward_sum)
     add(r + kk, tau_c, eb)
     lower.append(np.full(K, -np.inf))
-    upper.append(problem.compute_budget)
+    # The compute cap with the project's energy tolerance (as the Pyomo model and `violations`).
+    upper.append(problem.level_caps().cap[:, 0])
     r += K
     if problem.scope == "device":
         z_c = P + K + np.arange(K)

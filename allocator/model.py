@@ -36,14 +36,19 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
     mdl.P = pyo.Set(initialize=pairs, dimen=2, ordered=True)
     mdl.v = pyo.Param(mdl.P, initialize={(k, m): float(problem.speed[k, m]) for k, m in pairs},
                       mutable=mutable)
-    mdl.eb = pyo.Param(mdl.P, initialize={(k, m): float(problem.backward_energy[k, m])
+    # Energies in units of each device's largest cap, so every energy row is O(1) and HiGHS's
+    # absolute feasibility tolerance is a relative one (see _configure in solvers/exact.py).
+    unit = energy_units(problem)
+    mdl.eb = pyo.Param(mdl.P, initialize={(k, m): float(problem.backward_energy[k, m] / unit[k])
                                           for k, m in pairs}, mutable=mutable)
-    mdl.F = pyo.Param(mdl.K, initialize=dict(enumerate(problem.forward_sum.tolist())),
+    mdl.F = pyo.Param(mdl.K, initialize=dict(enumerate((problem.forward_sum / unit).tolist())),
                       mutable=mutable)
-    mdl.cap = pyo.Param(mdl.K, initialize=dict(enumerate(problem.compute_budget.tolist())),
-                        mutable=mutable)
+    mdl.cap = pyo.Param(mdl.K, initialize=dict(enumerate((level_data(problem)[1][:, 0] / unit
+                                                          ).tolist())), mutable=mutable)
     mdl.w = pyo.Param(mdl.K, initialize=dict(enumerate(problem.weight.tolist())), mutable=mutable)
-    mdl.eps = pyo.Param(initialize=problem.epsilon / problem.energy_scale, mutable=mutable)
+    # The tie-break price of one energy unit of device k.
+    mdl.ep = pyo.Param(mdl.K, initialize=dict(enumerate(
+        (problem.epsilon / problem.energy_scale * unit).tolist())), mutable=mutable)
 
     tmin, tmax = problem.tau_min, problem.tau_max
     mdl.tau = pyo.Var(mdl.P, domain=pyo.Integers, bounds=(tmin, tmax), initialize=tmin)
@@ -60,11 +65,11 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
     )
     if problem.has_levels:
         _add_levels(mdl, problem, mutable)
-        energy_term = mdl.eps * sum(mdl.lscale[k, lv] * mdl.x[k, lv] for k in mdl.K
-                                    for lv in mdl.LV)
+        energy_term = sum(mdl.ep[k] * mdl.lscale[k, lv] * mdl.x[k, lv] for k in mdl.K
+                          for lv in mdl.LV)
     else:
         mdl.energy = pyo.Constraint(mdl.K, rule=lambda b, k: b.compute[k] <= b.cap[k])
-        energy_term = mdl.eps * sum(mdl.compute[k] for k in mdl.K)
+        energy_term = sum(mdl.ep[k] * mdl.compute[k] for k in mdl.K)
     mu, one_delta = problem.mu, 1.0 + problem.delta
 
     if problem.scope == "device":
@@ -103,6 +108,12 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
     return BuiltModel(model=mdl, pairs=pairs)
 
 
+def energy_units(problem: Problem) -> NDArray[np.float64]:
+    """Per device the energy unit of the model: its largest compute cap (1 when none > 0)."""
+    cap = level_data(problem)[1].max(axis=1)
+    return np.where(cap > 0, cap, 1.0)
+
+
 def level_data(problem: Problem) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Energy multipliers and caps per (device, level) as model coefficients: a missing or
     impossible level gets cap 0 (the computation is never 0, so it cannot be chosen)."""
@@ -120,6 +131,7 @@ def _add_levels(mdl: pyo.ConcreteModel, problem: Problem, mutable: bool) -> None
     priced at scale[k, l] = (f_l / f_top)^2 -- the disjunction over levels, exactly.
     """
     scale, cap = level_data(problem)
+    cap = cap / energy_units(problem)[:, None]
     K, NL = scale.shape
     mdl.LV = pyo.RangeSet(0, NL - 1)
     mdl.lscale = pyo.Param(mdl.K, mdl.LV, mutable=mutable, initialize={

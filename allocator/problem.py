@@ -179,6 +179,7 @@ class Problem:
             if not math.isfinite(value) or value < lower:
                 raise ProblemError(f"{name} must be a finite number >= {lower:g} (got {value!r})")
             set_(self, name, value)
+        self._check_finite_objective()
         if self.energy_norm_j is not None:
             norm = float(self.energy_norm_j)
             if not math.isfinite(norm) or norm <= 0:
@@ -200,6 +201,25 @@ class Problem:
                 f"device {devices[k]!r}: budget {self.budget[k]:g} J cannot pay comm_energy "
                 f"plus tau_min={self.tau_min} on its modalities ({self.min_energy[k]:g} J)"
             )
+
+    def _check_finite_objective(self) -> None:
+        """Refuse values that make the objective overflow (speed = 1e308 gave -inf, "optimal")."""
+        K, M = self.holds.shape
+        # The largest magnitude any term can reach: progress (with its overshoot penalty)
+        # summed over devices and modalities, and the energy tie-break.
+        worst_progress = float(self.speed.max()) * self.tau_max * (1 + self.delta) * K * M
+        checks = (
+            ("speed", worst_progress * max(self.mu, 1.0)),
+            ("weight", float(self.weight.max()) * worst_progress),
+            ("forward_energy", float(self.forward_energy.sum()) * self.tau_max),
+            ("backward_energy", float(self.backward_energy.sum()) * self.tau_max),
+            ("budget", float(self.budget.sum())),
+            ("comm_energy", float(self.comm_energy.sum())),
+        )
+        for name, value in checks:
+            if not math.isfinite(value):
+                raise ProblemError(f"{name} is too large: the objective would not be a finite "
+                                   f"number (tau_max={self.tau_max}, {K} devices)")
 
     def _init_levels(self, holds: NDArray[np.bool_], devices: tuple[str, ...],
                      modalities: tuple[str, ...]) -> None:

@@ -1,7 +1,7 @@
 """Time and frequency (issue 9): does the allocator with CPU levels reach dmml-kd's accuracy
 on less energy, no more simulated time, and no more energy than the allocator-free control?
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dvfs.py --seeds 3 --csv out/dvfs.csv
+    PYTHONPATH=. .venv/bin/python benchmarks/dvfs.py --csv out/dvfs.csv   (5 seeds, 3 pairs)
 
 Every method runs on the same data, partition, topology, battery and deadline (``auto``: the
 round time of uniform tau at f_max). Prints a markdown table of paired differences against
@@ -95,8 +95,10 @@ def paired(runs: pd.DataFrame, other: str = REFERENCE) -> pd.DataFrame:
 
 
 def verdict(runs: pd.DataFrame, method: str = "dmml-kd-balance-dvfs") -> pd.DataFrame:
-    """The issue's target, per pair and seed: consensus within 0.5 point of dmml-kd's, energy
-    <= 0.65x dmml-kd's, simulated time <= dmml-kd's, energy <= uniform-dvfs's."""
+    """The issue's target, per pair and seed: final consensus within 0.5 point of dmml-kd's;
+    energy <= 0.65x dmml-kd's (read two ways: the whole run's energy, and the energy spent when
+    the target accuracy is first reached, against dmml-kd's whole run); simulated time <=
+    dmml-kd's; energy <= uniform-dvfs's (whole run, and to the target)."""
     rows = []
     for (pair, seed), g in runs.groupby(["pair", "seed"]):
         by = g.set_index("method")
@@ -105,8 +107,12 @@ def verdict(runs: pd.DataFrame, method: str = "dmml-kd-balance-dvfs") -> pd.Data
             "pair": pair, "seed": seed,
             "consensus_ok": bool(m.consensus_accuracy >= ref.consensus_accuracy - TOLERANCE),
             "energy_ok": bool(m.energy_used_j <= ENERGY_TARGET * ref.energy_used_j),
+            "energy_to_target_ok": bool(m.energy_to_target_j <= ENERGY_TARGET * ref.energy_used_j),
             "time_ok": bool(m.sim_time_s <= ref.sim_time_s * (1 + 1e-9)),
+            "time_to_target_ok": bool(m.time_to_target_s <= ref.sim_time_s * (1 + 1e-9)),
             "vs_control_ok": bool(m.energy_used_j <= ctl.energy_used_j * (1 + 1e-9)),
+            "vs_control_to_target_ok": bool(m.energy_to_target_j
+                                            <= ctl.energy_to_target_j * (1 + 1e-9)),
         })
     return pd.DataFrame(rows)
 
@@ -146,21 +152,29 @@ def markdown(runs: pd.DataFrame) -> str:
                          f"{fmt(r, 'd_weakest_pts', 2)} | {fmt(r, 'energy_ratio')} | "
                          f"{fmt(r, 'time_ratio')} |")
         v = verdict(runs)
-        lines += ["", "Target per pair (seeds meeting it / seeds): consensus within 0.5 point, "
-                  "energy <= 0.65x dmml-kd, sim. time <= dmml-kd, energy <= uniform-dvfs.", "",
-                  "| pair | consensus | energy | time | vs control |", "|---|---|---|---|---|"]
+        lines += ["", "dmml-kd-balance-dvfs against the target, seeds meeting it / seeds. Final "
+                  "consensus within 0.5 point of dmml-kd's; energy <= 0.65x dmml-kd's whole run "
+                  "(whole run / spent when the target accuracy is first reached); sim. time <= "
+                  "dmml-kd's whole run (whole run / to the target); energy <= uniform-dvfs's "
+                  "(whole run / to the target).", "",
+                  "| pair | consensus | energy: run / to target | time: run / to target "
+                  "| vs uniform-dvfs: run / to target |", "|---|---|---|---|---|"]
         for pair, g in v.groupby("pair"):
-            lines.append(f"| {pair} | {g.consensus_ok.sum()}/{len(g)} | {g.energy_ok.sum()}/{len(g)}"
-                         f" | {g.time_ok.sum()}/{len(g)} | {g.vs_control_ok.sum()}/{len(g)} |")
+            n = len(g)
+            lines.append(f"| {pair} | {g.consensus_ok.sum()}/{n} | {g.energy_ok.sum()}/{n} / "
+                         f"{g.energy_to_target_ok.sum()}/{n} | {g.time_ok.sum()}/{n} / "
+                         f"{g.time_to_target_ok.sum()}/{n} | {g.vs_control_ok.sum()}/{n} / "
+                         f"{g.vs_control_to_target_ok.sum()}/{n} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the tables, write the CSV."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", default="fac+zer,kar+zer", help="view pairs, e.g. fac+zer,kar+zer")
+    p.add_argument("--pairs", default="fac+zer,kar+zer,pix+mor",
+                   help="view pairs, e.g. fac+zer,kar+zer")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--alpha", type=float, default=0.5)

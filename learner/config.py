@@ -175,6 +175,9 @@ class TrainConfig:
     modality_dropout: float | None = setting(
         None, "drop held views from the fused prediction while training (None: 0.3 when some "
         "device misses a view, else 0)", low=0, high=1, high_open=True)
+    dropout_rate: float = setting(0.3, "modality dropout of the methods built on it "
+                                  "(modality-dropout, dmml-kd-balance-dropout) unless "
+                                  "modality_dropout is set", low=0, high=1, high_open=True)
     fusion_rule: str = setting("training", "'training': only encoders still training feed the "
                                "fusion; 'all': every held encoder (DESIGN.md)",
                                choices=("all", "training"))
@@ -248,6 +251,20 @@ class TrainConfig:
 def field_docs() -> dict[str, Rule]:
     """Each field's rule (doc and constraints), for help texts and docs."""
     return {f.name: f.metadata["rule"] for f in fields(TrainConfig) if "rule" in f.metadata}
+
+
+def config_table_markdown() -> str:
+    """The fields as a Markdown table (name, type, default, allowed values, doc) for docs/."""
+    annotations, defaults = {f.name: f.type for f in fields(TrainConfig)}, TrainConfig()
+    rows = ["| field | type | default | allowed | what it is |", "|---|---|---|---|---|"]
+    for name, rule in field_docs().items():
+        allowed = rule.describe() if rule.describe() != "valid" else "see doc"
+        if name in ("method", "topology"):
+            allowed = "a registered name"
+        kind = str(annotations[name]).replace("|", "\\|")  # a bare | would split the cell
+        rows.append(f"| `{name}` | `{kind}` | `{getattr(defaults, name)!r}` | "
+                    f"{allowed} | {rule.doc} |")
+    return "\n".join(rows)
 
 
 @cache

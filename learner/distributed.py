@@ -32,6 +32,7 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from torch import Tensor
 
+from learner import clock
 from learner.config import TrainConfig, config_from_dict
 from learner.errors import ConfigError
 from learner.evaluate import consensus_accuracy, consensus_of, device_accuracy, eval_devices
@@ -51,6 +52,7 @@ from learner.loop import (
     effective_dropout,
     round_state,
     torch_threads,
+    uniform_dvfs_policy,
     uniform_policy,
 )
 from learner.methods import get_method
@@ -161,13 +163,19 @@ def _advance_streams(iterations: int, s: Setup, trainer: Trainer, generator: Gen
             torch.randn((K, B, generator.noise_dim), generator=trainer.gen)
 
 
+def _gather_optional(block: NDArray[Any] | None) -> NDArray[Any] | None:
+    """gather_rows, or None when local training did not measure it (same on every rank)."""
+    return None if block is None else gather_rows(block)
+
+
 def _block_of(s: Setup, lo: int, hi: int) -> Setup:
     """The rank's view of a run: its devices' rows of the network, generator and data."""
     def cut(t: Tensor) -> Tensor:
         return t.detach()[lo:hi].clone().requires_grad_(True)
 
     net = Network([{k: cut(t) for k, t in b.items()} for b in s.net.blocks],
-                  {k: cut(t) for k, t in s.net.shared.items()}, s.net.n_classes, s.net.feature)
+                  {k: cut(t) for k, t in s.net.shared.items()}, s.net.n_classes, s.net.feature,
+                  s.net.encoders)
     gen = None
     if s.generator is not None:
         gen = Generator({k: cut(t) for k, t in s.generator.params.items()}, s.generator.n_classes,
@@ -190,7 +198,12 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
                               "with --nproc yet (run it in one process)")
         if s.method.policy == "external" and policy is None and rank == 0:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
-        policy = policy or uniform_policy
+        if policy is None and s.method.policy == "random":
+            from learner.schedules import RandomSchedule
+
+            policy = RandomSchedule(config.schedule_spread, config.seed)
+        policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
+                            else uniform_policy)
         K, M = s.holds.shape
         bounds = block_bounds(K, world)
         lo, hi = int(bounds[rank]), int(bounds[rank + 1])
@@ -203,8 +216,8 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
         trainer = Trainer.create(sb)
         trainer.rng = BlockRng(trainer.rng, lo, hi, K)  # type: ignore[assignment]
         dropout = effective_dropout(s)
-        tracker = SpeedTracker(K, M, beta=config.speed_beta)
         views, labels = trainer.test_views, s.data.test_labels
+        tracker = SpeedTracker(K, M, beta=config.speed_beta)
 
         def row_sum(t: Tensor, rows: NDArray[np.bool_]) -> tuple[Tensor, int]:
             part = t.detach()[torch.as_tensor(rows[lo:hi])].to(torch.float64).sum(0, keepdim=True)
@@ -217,65 +230,86 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
                 for p in tensors:
                     p.copy_(gossip_rows(p.detach(), mix, own, exchange(p, halo), halo.index))
 
-        battery, active = s.battery_j.copy(), np.ones(K, bool)
-        last_tau = np.zeros((K, M), np.int64)
-        log = RunLog(s)
-        for t in range(config.rounds):
-            log.drop(t, active, _cannot_pay_cheapest_round(s, battery, active))
-            speed = tracker.speed(s.holds)
-            box: list[Any] = [None]
-            if rank == 0:
-                state = round_state(s, t, speed, battery, active, last_tau)
-                t0 = time.perf_counter()
-                box[0] = _as_decision(policy(state))
-                log.policy_s += time.perf_counter() - t0
-            dist.broadcast_object_list(box, src=0)  # tau (and the policy's log) from rank 0
-            decision = box[0]
-            log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
-            tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
-            log.drop(t, active, _overspending(s, tau, battery, active))
-            tau[~active] = 0
-            cost = np.where(active, s.profile.round_cost(tau, s.holds), 0.0)
-            t0 = time.perf_counter()
-            local = local_training(sb.net, trainer.data, tau[lo:hi], sb.holds, active[lo:hi],
-                                   trainer.opt, trainer.rng, trainer.gen,  # type: ignore[arg-type]
-                                   config.batch_size, trainer.weights, sb.generator, None,
-                                   modality_dropout=dropout, fusion_rule=config.fusion_rule)
-            _advance_streams(int(tau.max(initial=0)) - int(tau[lo:hi].max(initial=0)), s, trainer,
-                             sb.generator, dropout)
-            variation = gather_rows(local.variation)
-            tracker.update(variation)
-            n_active = int(active[lo:hi].sum())
-            losses = gather_rows(np.array([[local.loss * n_active if n_active else 0.0, n_active]]))
-            loss = float(losses[:, 0].sum() / max(losses[:, 1].sum(), 1))
-            battery = battery - cost
-            for m, block in enumerate(sb.net.blocks):
-                gossip(list(block.values()), s.holds[:, m] & active)
-            gossip(list(sb.net.shared.values()), active)
-            if sb.generator is not None and active.any():
-                w_src = exchange(sb.net.shared["wk"], halo)
-                b_src = exchange(sb.net.shared["bk"], halo)
-                local_table = np.where(table[lo:hi] >= 0, halo.index[np.maximum(table[lo:hi], 0)], -1)
-                train_generator(sb.generator, w_src, b_src, local_table, active[halo.ids],
-                                config.generator_steps, config.batch_size, config.generator_lr,
-                                trainer.gen, own=np.arange(hi - lo))
-                gossip(list(sb.generator.params.values()), active)
-            log.train_s += time.perf_counter() - t0
-            picked = eval_devices(config, t, active)
+        def evaluate_block(views: list[Tensor], labels: NDArray[np.int64],
+                           picked: NDArray[np.int64]) -> dict[str, Any]:
+            """learner.evaluate.evaluate over the ranks: own devices here, consensus summed."""
             mine = picked[(picked >= lo) & (picked < hi)]
             acc = np.full(hi - lo, np.nan)
             acc[mine - lo] = device_accuracy(sb.net, sb.holds, views, labels, mine - lo)
             device = gather_rows(acc)
             acc_all, alone = consensus_accuracy(consensus_of(sb.net, s.holds, active, row_sum),
                                                 views, labels)
-            evals = {"device": device, "accuracy": float(device[picked].mean()) if picked.size else
-                     float("nan"), "consensus": acc_all,
-                     "modality": {v: alone[m] for m, v in enumerate(s.data.views)},
-                     "evaluated": int(picked.size)}
-            log.record(t, decision, tau, speed, LocalResult([], [], variation, loss), cost, battery,
-                       active, evals)
+            return {"device": device,
+                    "accuracy": float(device[picked].mean()) if picked.size else float("nan"),
+                    "consensus": acc_all,
+                    "modality": {v: alone[m] for m, v in enumerate(s.data.views)},
+                    "evaluated": int(picked.size)}
+
+        battery, active = s.battery_j.copy(), np.ones(K, bool)
+        last_tau = np.zeros((K, M), np.int64)
+        log = RunLog(s)
+        for t in range(config.rounds):
+            log.drop(t, active, _cannot_pay_cheapest_round(s, battery, active))
+            speed = tracker.speed(s.holds)
+            box: list[Any] = [None, 0.0]
+            if rank == 0:
+                state = round_state(s, t, speed, battery, active, last_tau)
+                t0 = time.perf_counter()
+                box[0] = _as_decision(policy(state))
+                box[1] = time.perf_counter() - t0
+            dist.broadcast_object_list(box, src=0)  # tau, frequencies and the policy's log
+            decision = box[0]
+            log.policy_s_round = box[1]
+            log.policy_s += log.policy_s_round
+            log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
+            tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
+            cpu = clock.check_cpu_hz(decision.cpu_hz, s.profile.levels_hz())
+            log.drop(t, active, _overspending(s, tau, battery, active, cpu))
+            tau[~active] = 0
+            cost = np.where(active, s.profile.round_cost(tau, s.holds, cpu), 0.0)
+            t0 = time.perf_counter()
+            local = local_training(sb.net, trainer.data, tau[lo:hi], sb.holds, active[lo:hi],
+                                   trainer.opt, trainer.rng, trainer.gen,
+                                   config.batch_size, trainer.weights, sb.generator, None,
+                                   modality_dropout=dropout, fusion_rule=config.fusion_rule)
+            _advance_streams(int(tau.max(initial=0)) - int(tau[lo:hi].max(initial=0)), s, trainer,
+                             sb.generator, dropout)
+            n_active = int(active[lo:hi].sum())
+            losses = gather_rows(np.array([[local.loss * n_active if n_active else 0.0, n_active]]))
+            whole = LocalResult(
+                [], [], gather_rows(local.variation),
+                float(losses[:, 0].sum() / max(losses[:, 1].sum(), 1)),
+                forward_passes=_gather_optional(local.forward_passes),
+                backward_passes=_gather_optional(local.backward_passes),
+                confidence=_gather_optional(local.confidence))
+            signal = whole.confidence if config.signal == "confidence" and \
+                whole.confidence is not None else whole.variation
+            tracker.update(signal)
+            battery = battery - cost
+            talking = active & (tau.max(axis=1) > 0)  # as in learner.loop.run
+            for m, block in enumerate(sb.net.blocks):
+                gossip(list(block.values()), s.holds[:, m] & talking)
+            gossip(list(sb.net.shared.values()), talking)
+            if sb.generator is not None and talking.any():
+                w_src = exchange(sb.net.shared["wk"], halo)
+                b_src = exchange(sb.net.shared["bk"], halo)
+                local_table = np.where(table[lo:hi] >= 0, halo.index[np.maximum(table[lo:hi], 0)], -1)
+                train_generator(sb.generator, w_src, b_src, local_table, talking[halo.ids],
+                                config.generator_steps, config.batch_size, config.generator_lr,
+                                trainer.gen, own=np.arange(hi - lo))
+                gossip(list(sb.generator.params.values()), talking)
+            log.train_s_round = time.perf_counter() - t0
+            log.train_s += log.train_s_round
+            executed = s.profile.executed_cost(whole.forward_passes, whole.backward_passes, talking,
+                                               cpu)
+            log.record(t, decision, tau, speed, whole, cost, executed, battery, active,
+                       evaluate_block(views, labels, eval_devices(config, t, active)))
             del local
+            log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
             last_tau = tau
+        if s.data.val_labels.size:  # as learner.loop.run: validation at the end
+            log.validation = evaluate_block(trainer.val_views, s.data.val_labels,
+                                            eval_devices(config, config.rounds - 1, active))
         return log.result(time.perf_counter() - t_start)
 
 

@@ -22,7 +22,11 @@ from learner import clock
 from learner.topology import Topology, weakest_link_gain
 from metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
+    BANDWIDTH_HZ,
+    CPU_RANGE_HZ,
     DEFAULT_CAPACITANCE,
+    PARAMETER_BITS,
+    TX_POWER_W,
     cheapest_round_j,
     communication_energy_j,
     communication_time_s,
@@ -117,8 +121,8 @@ class EnergyProfile:
 
 def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_params: int,
                  topology: Topology, batch_size: int, seed: int = 0,
-                 cpu_range_hz: tuple[float, float] = (0.5e9, 2.0e9), tx_power_w: float = 0.1,
-                 bandwidth_hz: float = 1e6, fusion_rule: str = "training",
+                 cpu_range_hz: tuple[float, float] = CPU_RANGE_HZ, tx_power_w: float = TX_POWER_W,
+                 bandwidth_hz: float = BANDWIDTH_HZ, fusion_rule: str = "training",
                  block_cycles: list[float] | None = None,
                  cpu_levels: Sequence[float] = clock.DEFAULT_CPU_LEVELS) -> EnergyProfile:
     """Heterogeneous devices: CPU frequency drawn per device (its f_max; ``cpu_levels`` are
@@ -134,8 +138,9 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
               else np.asarray(block_cycles, float))
     forward = np.where(holds, iteration_energy_j(DEFAULT_CAPACITANCE, cpu[:, None], batch_size,
                                                  cycles[None, :]), 0.0)
-    backward = 2.0 * forward
-    bits = 32.0 * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1) + shared_params)
+    backward = BACKWARD_CYCLES_FACTOR * forward
+    bits = PARAMETER_BITS * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1)
+                             + shared_params)
     gain = weakest_link_gain(topology)
     comm = communication_energy_j(tx_power_w, bits, gain, bandwidth_hz)
     cycles_fwd = np.where(holds, cycles[None, :], 0.0)

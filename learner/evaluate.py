@@ -8,7 +8,7 @@ rounds and in the last round. Device models are evaluated a few devices at a tim
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,7 +81,7 @@ def _subnet(net: Network, rows: Tensor) -> Network:
                    net.encoders)
 
 
-def device_accuracy(net: Network, holds: NDArray[np.bool_], views: list[Tensor],
+def device_accuracy(net: Network, holds: NDArray[np.bool_], views: Sequence[Tensor | None],
                     labels: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.float64]:
     """Accuracy of the models in ``rows`` of ``net`` (own views only), a chunk at a time."""
     n = max(1, int(labels.size))
@@ -90,25 +90,26 @@ def device_accuracy(net: Network, holds: NDArray[np.bool_], views: list[Tensor],
     out = np.empty(rows.size)
     for i in range(0, rows.size, chunk):
         sel = torch.as_tensor(rows[i:i + chunk])
-        logits = predict(_subnet(net, sel), views, torch.as_tensor(holds)[sel])
+        logits = predict(_subnet(net, sel), list(views), torch.as_tensor(holds)[sel])
         out[i:i + chunk] = [accuracy(logits[j], labels) for j in range(sel.numel())]
     return out
 
 
-def consensus_accuracy(consensus: Network, views: list[Tensor],
+def consensus_accuracy(consensus: Network, views: Sequence[Tensor | None],
                        labels: NDArray[np.int64]) -> tuple[float, dict[int, float]]:
     """Accuracy of the consensus model with all views, and with each view alone (by index)."""
     M = len(consensus.blocks)
-    acc_all = accuracy(predict(consensus, views, torch.ones(1, M, dtype=torch.bool))[0], labels)
+    acc_all = accuracy(predict(consensus, list(views), torch.ones(1, M, dtype=torch.bool))[0], labels)
     alone = {}
     for m in range(M):
         only = torch.zeros(1, M, dtype=torch.bool)
         only[0, m] = True
-        alone[m] = accuracy(predict(consensus, views, only)[0], labels)
+        alone[m] = accuracy(predict(consensus, list(views), only)[0], labels)
     return acc_all, alone
 
 
-def evaluate(s: Setup, active: NDArray[np.bool_], views: list[Tensor], labels: NDArray[np.int64],
+def evaluate(s: Setup, active: NDArray[np.bool_], views: Sequence[Tensor | None],
+             labels: NDArray[np.int64],
              devices: NDArray[np.int64] | None = None) -> dict[str, Any]:
     """Accuracies on the given inputs (test or validation views and labels).
 

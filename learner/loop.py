@@ -252,17 +252,18 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
         bar(None, 0.0, 0.0)
         if s.data.val_labels.size:  # what settings are tuned on (never the test split)
-            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels)
+            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels,
+                                      devices=eval_devices(config, config.rounds - 1, active))
         return log.result(time.perf_counter() - t_start)
 
 
 def effective_dropout(s: Setup) -> float:
-    """Modality dropout of a run: as configured; else the method's own rate; else 0.3 when some
-    device misses a view and 0 when every device holds every view."""
+    """Modality dropout of a run: as configured; else dropout_rate for a method built on
+    dropout; else 0.3 when some device misses a view and 0 when every device holds every view."""
     if s.config.modality_dropout is not None:
         return float(s.config.modality_dropout)
-    if s.method.dropout is not None:
-        return float(s.method.dropout)
+    if s.method.dropout:
+        return float(s.config.dropout_rate)
     return 0.0 if s.holds.all() else 0.3
 
 

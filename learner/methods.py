@@ -21,7 +21,7 @@ class MethodSpec:
     kd: bool  # conditional generator knowledge distillation
     modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
     policy: str = "uniform"  # "uniform", "random" (RandomSchedule), "uniform-dvfs", or "external"
-    dropout: float | None = None  # modality dropout of the method (None: config / automatic)
+    dropout: bool = False  # modality dropout at config.dropout_rate (unless modality_dropout set)
     description: str = ""
 
 
@@ -43,10 +43,10 @@ _METHODS: dict[str, MethodSpec] = {
     "random-schedule": MethodSpec("random-schedule", decomposition=True, kd=True, policy="random",
                                   description="control: dmml-kd, tau = local_iters ± d over each "
                                               "device's views at random, uniform's energy"),
-    "modality-dropout": MethodSpec("modality-dropout", decomposition=True, kd=True, dropout=0.3,
+    "modality-dropout": MethodSpec("modality-dropout", decomposition=True, kd=True, dropout=True,
                                    description="control: dmml-kd + modality dropout, uniform tau"),
     "dmml-kd-balance-dropout": MethodSpec("dmml-kd-balance-dropout", decomposition=True, kd=True,
-                                          policy="external", dropout=0.3,
+                                          policy="external", dropout=True,
                                           description="the allocator on top of modality dropout"),
     "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
                                description="dmml-kd, each device at its lowest CPU level meeting "
@@ -77,8 +77,6 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
     if spec.policy not in ("uniform", "random", "uniform-dvfs", "external"):
         raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'random', "
                           f"'uniform-dvfs' or 'external' (got {spec.policy!r})")
-    if spec.dropout is not None and not 0.0 <= spec.dropout < 1.0:
-        raise ConfigError(f"method {spec.name!r}: dropout must be in [0, 1) (got {spec.dropout!r})")
     _METHODS[spec.name] = spec
     return spec
 

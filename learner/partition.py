@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learner.errors import ConfigError
+from metrics.availability import random_availability
 
 
 def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
@@ -24,7 +25,8 @@ def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
     if n_devices < 1:
         raise ConfigError(f"devices must be >= 1 (got {n_devices})")
     if n_devices * min_samples > labels.size:
-        # mfeat's 1,600 training samples at min_samples 10 cap it at 160 devices.
+        # mfeat's 1,600 training samples (1,440 after the default validation split) at
+        # min_samples 10 cap it at 160 (144) devices.
         raise ConfigError(
             f"devices={n_devices} need {n_devices * min_samples} samples at {min_samples} each, "
             f"but the training set has {labels.size}: at most {labels.size // max(min_samples, 1)} "
@@ -45,9 +47,9 @@ def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
             return out
     raise ConfigError(
         f"could not give every one of {n_devices} devices {min_samples} samples with "
-        f"alpha={alpha} in {max_tries} draws (the training set has {labels.size} samples; the "
-        f"draws need slack above {min_samples} per device: mfeat at min_samples 10 works up to "
-        f"155 devices); use fewer devices, a lower min_samples or a larger alpha")
+        f"alpha={alpha} in {max_tries} draws (the training set has {labels.size} samples and "
+        f"the draws need slack: mfeat at min_samples 10 works up to 140 devices, 155 with "
+        f"val_fraction 0); use fewer devices, a lower min_samples or a larger alpha")
 
 
 def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all",
@@ -82,12 +84,7 @@ def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all
     elif mode == "random":
         if not 0.0 <= missing_rate < 1.0:
             raise ConfigError(f"missing_rate must be in [0, 1) (got {missing_rate})")
-        rng = np.random.default_rng(seed)
-        holds = rng.random((K, M)) >= missing_rate
-        empty = np.flatnonzero(~holds.any(axis=1))
-        holds[empty, rng.integers(0, M, size=empty.size)] = True
-        for m in np.flatnonzero(~holds.any(axis=0)):
-            holds[rng.integers(0, K), m] = True
+        holds = random_availability(K, M, missing_rate, np.random.default_rng(seed))
     else:
         raise ConfigError(f"availability mode must be all, pattern or random (got {mode!r})")
     if not holds.any(axis=0).all():

@@ -1,9 +1,10 @@
 """What a learning run will need in memory, estimated before anything is allocated.
 
 The estimate follows what ``learner.loop`` builds: every device's stacked parameters with their
-gradients, momentum and gossip copies, the mini-batch activations, the data tensors and the
-per-round logs (one Python dict per round x device x modality), plus the interpreter with torch
-loaded, per process. It is deliberately generous: refusing a run that would just fit is better
+gradients, momentum and gossip copies (each view's encoder counted as an MLP on the flattened
+sample), the mini-batch activations, the data tensors, the evaluation chunks and the per-round
+logs (one Python dict per round x device x modality), plus the interpreter with torch loaded,
+per process. It is deliberately generous: refusing a run that would just fit is better
 than the kernel's OOM killer ending it (and the machine's other work) half-way.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from learner.config import TrainConfig
 from learner.errors import ConfigError
@@ -21,6 +23,7 @@ ACTIVATION_COPIES = 8  # autograd keeps every layer's input and output for the b
 DATA_BYTES_PER_VALUE = 16  # float64 raw data + float32 train/test copies
 LOG_ROW_BYTES = 1_000  # a per-round x device x modality row: a dict of ~15 entries, then pandas
 PROCESS_BYTES = 400 * 2**20  # Python + numpy + torch + pandas loaded, per process
+EVALUATION_BYTES = 2 * 2**24 * FLOAT_BYTES  # learner.evaluate holds 2**24 floats per chunk
 # Fields whose size drives the estimate, in the order they are blamed when a run is too big.
 SIZE_FIELDS = ("devices", "hidden", "embed", "feature", "batch_size", "rounds", "n_samples",
                "synthetic_dims")
@@ -52,7 +55,7 @@ def _data_shape(config: TrainConfig) -> tuple[list[int], int, int]:
 
     data = load_dataset(config.dataset, config.views, seed=config.seed)
     n = int(data.train_labels.size + next(iter(data.test.values())).shape[0])
-    return [data.dims[v] for v in data.views], n, data.n_classes
+    return [data.dims[v] for v in data.views], n, data.n_classes  # flattened: an MLP's size
 
 
 def run_bytes(config: TrainConfig, shape: tuple[list[int], int, int] | None = None) -> int:
@@ -67,7 +70,7 @@ def run_bytes(config: TrainConfig, shape: tuple[list[int], int, int] | None = No
     activations = K * config.batch_size * M * (h + e + 2 * f) * FLOAT_BYTES * ACTIVATION_COPIES
     data = n_samples * sum(dims) * DATA_BYTES_PER_VALUE
     logs = config.rounds * K * M * LOG_ROW_BYTES
-    return int(model + activations + data + logs)
+    return int(model + activations + data + logs + EVALUATION_BYTES)
 
 
 def check_memory(config: TrainConfig, runs: int = 1, processes: int = 1) -> int:
@@ -93,10 +96,9 @@ def check_memory(config: TrainConfig, runs: int = 1, processes: int = 1) -> int:
 
 def _with_default(config: TrainConfig, name: str, shape: tuple[list[int], int, int]) -> int:
     """The estimate with one field back at its default (which field makes the run big)."""
-    default = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    value = default.default_factory() if default.default_factory is not dataclasses.MISSING \
-        else default.default
-    smaller = dataclasses.replace(config, **{name: value})
+    value: Any = getattr(TrainConfig(), name)
+    smaller = dataclasses.replace(config)
+    setattr(smaller, name, value)
     dims, n, classes = shape
     if name == "synthetic_dims" and config.dataset == "synthetic":
         dims = list(value)[:len(dims)] + dims[len(value):]

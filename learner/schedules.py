@@ -72,8 +72,16 @@ class RandomSchedule:
             ok = full_dev & fits_budget(pair, state.battery_j)
             signs[~ok] = 0
             self.signs = signs
+            tau = np.where(holds & (base.tau > 0), base.tau + d * signs, base.tau)
         else:
+            # The mirror of the pair's first round: priced on its own (after a first round that
+            # favoured the dearer view, uniform alone would no longer fit in the last pair).
             signs = -self.signs if self.signs is not None else np.zeros_like(base.tau)
-            signs = np.where(full_dev[:, None], signs, 0)
-        tau = np.where(holds & (base.tau > 0), base.tau + d * signs, base.tau)
+            mirror = np.where(holds, state.local_iters + d * signs, 0)
+            cost = computation_energy_j(mirror, holds, state.forward_j, state.backward_j) \
+                + state.comm_j
+            use = (signs != 0).any(axis=1) & fits_budget(cost, state.battery_j) & state.active
+            tau = np.where(use[:, None], mirror, base.tau)
+            dropped = [k for k in base.dropped if not use[k]]
+            return PolicyDecision(tau.astype(np.int64), {"policy": "random-schedule"}, dropped)
         return PolicyDecision(tau.astype(np.int64), {"policy": "random-schedule"}, base.dropped)

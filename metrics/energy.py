@@ -15,6 +15,11 @@ DEFAULT_CAPACITANCE = 1e-28  # kappa, effective switched capacitance (J / (Hz^2 
 DEFAULT_NOISE_PSD_W_PER_HZ = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz thermal noise
 DEFAULT_BATCH_SIZE = 32  # samples per local iteration when a problem does not say
 BACKWARD_CYCLES_FACTOR = 2.0  # a backward/update pass costs twice the forward pass
+# The simulated fleet (allocator/generate.py and learner/energy.py draw from the same ranges).
+CPU_RANGE_HZ = (0.5e9, 2.0e9)  # f_max of a device, drawn uniformly
+PARAMETER_BITS = 32.0  # bits per transmitted parameter (float32)
+BANDWIDTH_HZ = 1e6  # bandwidth of a device's broadcast link
+TX_POWER_W = 0.1  # transmit power (the generator draws from [TX_POWER_W, 2 TX_POWER_W])
 
 # The one energy-feasibility tolerance: a cost fits a budget when cost <= budget (1 + RTOL) + ATOL.
 # Relative, because budgets are float sums (a battery sized for exactly k rounds must pay the

@@ -32,6 +32,8 @@ class BenchConfig:
     exact_max_devices: dict[str, int] | None = None
     heuristic_max_devices: dict[str, int] | None = None
     seed: int = 0
+    cpu_levels: int = 0  # > 0: the time/frequency model with this many levels per device
+    deadline_scale: float | None = None  # with levels: deadline as in `generate_problem`
 
     def exact_limit(self, scope: str) -> int:
         """Largest K for which exact is run in this scope."""
@@ -69,7 +71,8 @@ def run_allocator_bench(config: BenchConfig, progress: bool = True) -> pd.DataFr
             if K > config.heuristic_limit(scope):
                 continue
             problem = generate_problem(devices=K, modalities=config.modalities, scope=scope,
-                                       seed=config.seed)
+                                       seed=config.seed, cpu_levels=config.cpu_levels,
+                                       deadline_scale=config.deadline_scale)
             t0 = time.perf_counter()
             heur = solve(problem, "heuristic")
             row = {
@@ -79,7 +82,9 @@ def run_allocator_bench(config: BenchConfig, progress: bool = True) -> pd.DataFr
                 "heuristic_certified_gap": heur.gap,
             }
             if K <= config.exact_limit(scope):
-                pyomo_s, direct_s = _pyomo_vs_direct(problem)
+                # The direct highspy twin builds the level-free model only.
+                pyomo_s, direct_s = ((math.nan, math.nan) if problem.has_levels
+                                     else _pyomo_vs_direct(problem))
                 t0 = time.perf_counter()
                 exact = solve(problem, "exact", time_limit=config.time_limit)
                 row.update({
@@ -106,24 +111,33 @@ def _format_row(row: dict) -> str:
         parts += [
             f"exact {row['exact_total_s']:.2f}s ({row['exact_status']}, gap {row['exact_gap']:.3%})",
             f"heur-vs-exact {row['heuristic_gap_to_exact']:.3%}",
-            f"pyomo build {row['pyomo_build_s']:.3f}s vs highspy {row['highspy_build_s']:.3f}s",
+            f"pyomo build {row['pyomo_build_s']:.3f}s vs highspy {row['highspy_build_s']:.3f}s"
+            if not math.isnan(row["pyomo_build_s"]) else "",
         ]
     return "  ".join(parts)
 
 
 def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
-    """The issue's targets, end to end through the command line from JSON files."""
+    """The issue's targets, end to end through the command line from JSON files.
+
+    The last two cases are the time/frequency model: 4 CPU levels per device and a deadline
+    of 0.8 x the slowest device's mid-tau time at f_max (issue 9's bench targets).
+    """
     cases = [
-        ("device", 1_000, "exact", []),
-        ("network", 1_000, "exact", ["--time-limit", str(time_limit)]),
-        ("device", 100_000, "heuristic", []),
-        ("network", 1_000, "heuristic", []),
+        ("device", 1_000, "exact", [], 0),
+        ("network", 1_000, "exact", ["--time-limit", str(time_limit)], 0),
+        ("device", 100_000, "heuristic", [], 0),
+        ("network", 1_000, "heuristic", [], 0),
+        ("device", 1_000, "exact", [], 4),
+        ("device", 100_000, "heuristic", [], 4),
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scope, K, method, extra in cases:
-            path = Path(tmp) / f"{scope}-{K}.json"
-            write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1), path)
+        for scope, K, method, extra, levels in cases:
+            path = Path(tmp) / f"{scope}-{K}-{levels}.json"
+            write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1,
+                                           cpu_levels=levels,
+                                           deadline_scale=0.8 if levels else None), path)
             # Table output: what a person reads; JSON of 100,000 devices costs ~0.7 s to print.
             cmd = [sys.executable, "-m", "studies.cli", "solve", str(path), "--method", method,
                    *extra]
@@ -133,7 +147,7 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
             wall = time.perf_counter() - t0
             found = re.search(r": (\w+)\s+objective .* gap (\S+)%", proc.stdout)
             status, gap = (found.group(1), float(found.group(2)) / 100) if found else ("?", math.nan)
-            rows.append({"scope": scope, "devices": K, "method": method,
+            rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "method": method,
                          "cli_wall_s": wall, "status": status, "gap": gap})
     return pd.DataFrame(rows)
 

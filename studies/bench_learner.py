@@ -26,13 +26,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SAMPLES_PER_DEVICE = 25
-TEST_FRACTION = 0.2  # learner.data's split: n_samples = train / (1 - 0.2)
+TEST_FRACTION = 0.2  # learner.data's test split; the validation split comes out of training
 LEARNER_SIZES = (64, 256, 1_024, 4_096, 10_000)
 
 
-def n_samples_for(devices: int, per_device: int = SAMPLES_PER_DEVICE) -> int:
-    """Synthetic n_samples giving about ``per_device`` training samples per device."""
-    return math.ceil(devices * per_device / (1.0 - TEST_FRACTION))
+def n_samples_for(devices: int, per_device: int = SAMPLES_PER_DEVICE,
+                  val_fraction: float = 0.1) -> int:
+    """Synthetic n_samples giving about ``per_device`` training samples per device: the test
+    split takes 20 % and the validation split ``val_fraction`` of the rest."""
+    return math.ceil(devices * per_device / ((1.0 - TEST_FRACTION) * (1.0 - val_fraction)))
 
 
 @dataclass
@@ -54,8 +56,8 @@ def measure(devices: int, rounds: int, seed: int = 0, method: str = "dmml-kd",
     from learner.loop import RoundState, run, uniform_policy
 
     config = TrainConfig(dataset="synthetic", devices=devices, rounds=rounds, seed=seed,
-                         method=method, topology=topology, n_samples=n_samples_for(devices),
-                         min_samples=5)
+                         method=method, topology=topology, min_samples=5)
+    config.n_samples = n_samples_for(devices, val_fraction=config.val_fraction)
     starts: list[float] = []
 
     def timed_policy(state: RoundState) -> Any:  # called once at the start of every round

@@ -39,13 +39,20 @@ def run_comparison(base: TrainConfig, methods: list[str], seeds: list[int], jobs
                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every method x seed; returns (per-round history, per-device rows, final summaries)."""
     configs = [replace(base, method=m, seed=s).validate() for s in seeds for m in methods]
+    return run_configs(configs, jobs, progress)
+
+
+def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True,
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Run any list of configurations (one process pool); tables as in `run_comparison`."""
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             outputs = list(_tqdm(pool.map(_one, configs), len(configs), progress))
     else:
         outputs = [_one(c) for c in _tqdm(configs, len(configs), progress)]
-    history = pd.concat([o[0] for o in outputs], ignore_index=True)
-    rows = pd.concat([o[1] for o in outputs], ignore_index=True)
+    # run: the configuration's position in ``configs`` (two runs may share method and seed).
+    history = pd.concat([o[0].assign(run=i) for i, o in enumerate(outputs)], ignore_index=True)
+    rows = pd.concat([o[1].assign(run=i) for i, o in enumerate(outputs)], ignore_index=True)
     finals = []
     for cfg, (_, _, summary) in zip(configs, outputs):
         accs = summary["modality_accuracy"]

@@ -70,7 +70,7 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
         cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
         cycles_forward=np.asarray(state.cycles_forward, float)[members],
         cycles_backward=np.asarray(state.cycles_backward, float)[members],
-        batch_size=float(state.batch_size),
+        batch_size=np.full(members.size, float(state.batch_size)),
         capacitance=np.full(members.size, DEFAULT_CAPACITANCE),
         comm_time_s=np.asarray(state.comm_time_s, float)[members],
     )

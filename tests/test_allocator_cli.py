@@ -59,12 +59,14 @@ def test_solve_json_output_hand_checked(cli, good_file: Path) -> None:
     # dev1 holds one modality: the floor is its own progress, so it runs as much as the budget
     # allows: 1.8 J / (0.05 + 0.1) J = 12 iterations.
     assert result["tau"]["dev1"] == {"imu": 12}
-    # dev0: floor z = min(0.02 a, 0.05 i); balance within 10% and budget 12 J for
-    # L * 0.4 + 0.2 a + 0.6 i. Hand optimum: a = 20, i = 8 (0.4, 0.4) costs 8 + 4 + 4.8 > 12;
-    # the breakpoint search gives a table inside the budget with image ~ 2/5 of audio.
-    tau0 = result["tau"]["dev0"]
-    assert 0.02 * tau0["audio"] <= 0.05 * tau0["image"] * 1.1 + 1e-12
-    assert result["energy"]["dev0"] <= 12.5 + 1e-9
+    # dev0: floor z = min(0.02 a, 0.05 i), compute budget 12.5 - 0.5 = 12 J for
+    # L * 0.4 + 0.2 a + 0.6 i (L = max(a, i) = a). z > 0.28 needs a >= 15 and i >= 6, which
+    # costs at least 15 * 0.4 + 3 + 3.6 = 12.6 J > 12; z = 0.28 with a = 14, i = 6 costs
+    # 5.6 + 2.8 + 3.6 = 12.0 J exactly, and 0.05 * 6 = 0.3 <= 1.1 * 0.28 (no overshoot).
+    assert result["tau"]["dev0"] == {"audio": 14, "image": 6}
+    assert result["energy"]["dev0"] == pytest.approx(12.5)
+    # Objective: 0.28 + 2 * 0.12 - 1e-3 * (12.0 + 12 * 0.15) / (12.5 + 2.0).
+    assert result["objective"] == pytest.approx(0.52 - 1e-3 * 13.8 / 14.5, rel=1e-12)
     assert result["status"] == "optimal"
 
 
@@ -175,3 +177,125 @@ def test_real_console_script_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_evaluate_by_hand_both_scopes(good_file: Path) -> None:
+    from allocator import evaluate
+
+    problem = read_problem(good_file)
+    # dev0: audio 10, image 4 -> progress 0.2, 0.2; dev1: imu 12 -> 0.12 (weight 2).
+    tau = np.array([[10, 4, 0], [0, 0, 12]])
+    # Energy: dev0 L = 10: 10 * (0.1 + 0.3) + 0.2 * 10 + 0.6 * 4 = 8.4; dev1 12 * 0.15 = 1.8.
+    tie = 1e-3 * (8.4 + 1.8) / 14.5
+    device = evaluate(problem, tau)
+    np.testing.assert_allclose(device.compute_energy, [8.4, 1.8])
+    # Device scope: floors 0.2 and 0.12, no overshoot (0.2 <= 1.1 * 0.2).
+    assert device.objective == pytest.approx(0.2 + 2 * 0.12 - tie, rel=1e-12)
+    network = evaluate(problem.with_(scope="network"), tau)
+    # Network scope: G = (0.2, 0.2, 0.12) (one holder each), z = 0.12, each of audio and image
+    # overshoots 1.1 * 0.12 by 0.068: objective 0.12 - 5 * 0.136 - tie.
+    np.testing.assert_allclose(network.network_progress, [0.2, 0.2, 0.12])
+    assert network.slack == pytest.approx(0.136)
+    assert network.objective == pytest.approx(0.12 - 5 * 0.136 - tie, rel=1e-12)
+
+
+LEVELS_JSON = {
+    "problem": {"modalities": ["a", "b"], "deadline_s": 0.3, "scope": "device"},
+    "devices": [
+        {"name": "d0", "modalities": ["a", "b"], "speed": [0.02, 0.05],
+         "cycles_forward": [2e5, 5e5], "cpu_levels_hz": [0.5e9, 1e9, 2e9], "batch_size": 32,
+         "comm_energy": 0.02, "comm_time_s": 0.01, "budget": 0.5},
+        {"name": "d1", "modalities": ["a"], "speed": [0.03], "cycles_forward": [3e5],
+         "cpu_levels_hz": [1e9], "comm_energy": 0.03, "comm_time_s": 0.02, "budget": 0.4},
+    ],
+}
+
+
+@pytest.mark.parametrize("method", ["exact", "heuristic"])
+def test_solve_levels_json_reports_frequency_and_time(cli, tmp_path: Path, method: str) -> None:
+    path = tmp_path / "levels.json"
+    path.write_text(json.dumps(LEVELS_JSON))
+    code, out, err = cli("solve", str(path), "--method", method, "--format", "json")
+    assert code == 0, err
+    result = json.loads(out)
+    # d1 holds one modality at 1 GHz: C = 32 * 3 * 3e5 * tau = 2.88e7 tau cycles take
+    # 0.0288 tau s + 0.02 s <= 0.3 s -> tau <= 9 (9.72); energy 1e-28 * 1e18 * 2.88e7 * 9
+    # = 0.02592 J + 0.03 <= 0.4: time binds at tau = 9.
+    assert result["tau"]["d1"] == {"a": 9}
+    assert result["cpu_hz"]["d1"] == 1e9
+    assert result["time_s"]["d1"] == pytest.approx(0.0288 * 9 + 0.02)
+    assert set(result["cpu_hz"]) == {"d0", "d1"} and result["time_s"]["d0"] <= 0.3 * (1 + 1e-9)
+    code, out, _ = cli("solve", str(path), "--method", method)
+    assert code == 0 and "cpu_GHz" in out and "deadline 0.3 s" in out
+
+
+def test_generate_levels_round_trip(cli, tmp_path: Path) -> None:
+    out_file = tmp_path / "lv.toml"
+    code, _, err = cli("generate", "--devices", "6", "--cpu-levels", "4", "--deadline-scale",
+                       "0.8", "--seed", "2", "--out", str(out_file))
+    assert code == 0, err
+    problem = read_problem(out_file)
+    again = generate_problem(devices=6, cpu_levels=4, deadline_scale=0.8, seed=2)
+    assert problem.has_levels and problem.deadline_s == again.deadline_s
+    np.testing.assert_allclose(problem.cpu_levels_hz, again.cpu_levels_hz)
+    # Levels are k/4 of each device's f_max.
+    np.testing.assert_allclose(problem.cpu_levels_hz / problem.cpu_levels_hz[:, -1:],
+                               np.tile([0.25, 0.5, 0.75, 1.0], (6, 1)), rtol=1e-5)
+    assert solve(problem).objective == pytest.approx(solve(again).objective, rel=1e-6)
+
+
+NESTED = "[" * 100_000 + "]" * 100_000
+CLI_BAD_CASES = {
+    "budget as text (first device)": (GOOD.replace("budget = 12.5", 'budget = "12"'),
+                                      "device 'dev0': budget must be a number"),
+    "budget as text (second device)": (GOOD.replace("budget = 2.0", 'budget = "12"'),
+                                       "device 'dev1': budget must be a number"),
+    "weight as bool": (GOOD.replace("weight = 2.0", "weight = true"),
+                       "device 'dev1': weight must be a number"),
+    "speed overflows": (GOOD.replace("speed = [0.01]", "speed = [1e308]"),
+                        "speed is too large"),
+    "huge tau_max": (GOOD.replace("tau_max = 20", "tau_max = 1000000000")
+                     .replace('scope = "device"', 'scope = "network"'), "lower tau_max"),
+    "deadline without levels": (GOOD.replace("epsilon = 0.001", "epsilon = 0.001\ndeadline_s = 1.0"),
+                                "deadline_s needs cpu_levels_hz"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_BAD_CASES))
+def test_more_bad_input_exit_2_one_line(cli, tmp_path: Path, case: str) -> None:
+    text, message = CLI_BAD_CASES[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, out, err = cli("solve", str(path))
+    assert (code, out) == (2, "")
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_deeply_nested_json_one_line(cli, tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(NESTED)
+    code, out, err = cli("solve", str(path))
+    assert (code, out) == (2, "")
+    assert "nested too deeply" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("generate", "--seed", "-1"), "seed must be in"),
+        (("generate", "--seed", str(2**32)), "seed must be in"),
+        (("generate", "--energy-spread", "nan"), "energy_spread must be a finite number"),
+        (("generate", "--devices", "100000000"), "lower devices"),
+        (("generate", "--deadline-scale", "0.5"), "deadline_scale needs cpu_levels"),
+        (("bench", "allocator", "--scopes", "galaxy"), "--scopes must list"),
+        (("bench", "allocator", "--seed", "-1"), "--seed must be in"),
+        (("bench", "allocator", "--seed", str(2**32)), "--seed must be in"),
+    ],
+)
+def test_generate_and_bench_refuse_bad_arguments(cli, tmp_path: Path, args: tuple,
+                                                  message: str) -> None:
+    out_file = tmp_path / "never.toml"
+    code, out, err = cli(*args, *(("--out", str(out_file)) if args[0] == "generate" else ()))
+    assert (code, out) == (2, "")
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out_file.exists()

@@ -322,3 +322,30 @@ def test_a_device_that_cannot_meet_the_deadline_runs_tau_min_at_f_max() -> None:
     assert decision.tau[1].tolist() == [1, 0] and decision.cpu_hz is not None
     assert decision.cpu_hz[1] == 1e9
     assert decision.info["late_devices_planned"] == 1
+
+
+def test_benchmark_paired_statistics_by_hand() -> None:
+    from benchmarks.dvfs import mean_ci, paired, verdict
+
+    # Mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3) = 4.302653 x 0.577350 = 2.484138.
+    mean, lo, hi = mean_ci(np.array([1.0, 2.0, 3.0]))
+    assert (mean, lo, hi) == pytest.approx((2.0, 2.0 - 2.484138, 2.0 + 2.484138), abs=1e-6)
+    import pandas as pd
+
+    rows = []
+    for seed, (ref_e, ctl_e, m_e) in enumerate([(10.0, 7.0, 6.0), (10.0, 8.0, 7.0)]):
+        for method, energy, acc in (("dmml-kd", ref_e, 0.90), ("uniform-dvfs", ctl_e, 0.90),
+                                    ("dmml-kd-balance-dvfs", m_e, 0.896)):
+            rows.append({"pair": "a+b", "method": method, "seed": seed, "consensus_accuracy": acc,
+                         "weakest_view_accuracy": acc - 0.2, "energy_used_j": energy,
+                         "sim_time_s": 5.0, "round_to_target": 3, "energy_to_target_j": energy / 2,
+                         "time_to_target_s": 2.0})
+    runs = pd.DataFrame(rows)
+    p = paired(runs).set_index("method")
+    # Energy ratios 0.6 and 0.7 against dmml-kd: mean 0.65; consensus -0.4 points each seed.
+    assert p.loc["dmml-kd-balance-dvfs", "energy_ratio"] == pytest.approx(0.65)
+    assert p.loc["dmml-kd-balance-dvfs", "d_consensus_pts"] == pytest.approx(-0.4)
+    v = verdict(runs)
+    assert v.consensus_ok.all() and v.vs_control_ok.all() and v.time_ok.all()
+    assert v.energy_ok.tolist() == [True, False]  # 6 <= 6.5, 7 > 6.5
+    assert v.energy_to_target_ok.all()  # 3 and 3.5 <= 6.5

@@ -363,7 +363,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_broken_files_refused_in_python(tmp_path) -> None:
-    for name, (path, message) in _bad_files(tmp_path).items():
+    for path, message in _bad_files(tmp_path).values():
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_dataset(str(path))
     ok = tmp_path / "ok.npz"

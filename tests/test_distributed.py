@@ -66,6 +66,12 @@ def test_nproc_2_gives_the_in_process_results(cli, tmp_path: Path) -> None:
         assert abs(one["modality_accuracy"][v] - two["modality_accuracy"][v]) <= 0.01
     assert two["energy_used_j"] == pytest.approx(one["energy_used_j"], rel=1e-6)
     assert one["dropped_devices"] == two["dropped_devices"]
+    assert two["executed_energy_j"] == pytest.approx(one["executed_energy_j"], rel=1e-6)
+    assert two["sim_time_s"] == pytest.approx(one["sim_time_s"], rel=1e-9)
+    assert one["validation"] is not None
+    assert abs(one["validation"]["accuracy"] - two["validation"]["accuracy"]) <= 0.01
+    assert one["validation"]["modality_accuracy"] == pytest.approx(
+        two["validation"]["modality_accuracy"], abs=0.01)
     rows = [pd.read_parquet(tmp_path / d / "rounds.parquet") for d in ("one", "two")]
     longest = rows[0].groupby(["round", "device"])["tau"].max().unstack()
     assert (longest.iloc[:, :4].max(axis=1) != longest.iloc[:, 4:].max(axis=1)).all()  # blocks
@@ -86,5 +92,5 @@ def test_nproc_user_errors_are_one_line(cli, tmp_path: Path) -> None:
     out = tmp_path / "never"
     code, _, err = cli("train", "--dataset", "mfeat", "--devices", "161", "--nproc", "2",
                        "--out", str(out), "--quiet")
-    assert code == 2 and "at most 160 devices" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "at most 144 devices" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

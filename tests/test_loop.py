@@ -320,22 +320,24 @@ def test_executed_energy_equals_charged_energy(fusion_rule: str, policy: str) ->
         assert (rows.query("device == 'dev0'")["executed_energy_j"] == 0).all()
 
 
-def test_random_schedule_spends_exactly_uniforms_energy() -> None:
+@pytest.mark.parametrize("rounds", [4, 5])
+def test_random_schedule_spends_exactly_uniforms_energy(rounds: int) -> None:
     """Views of unequal cost (dims 160 and 8): each round moves ± 1 iteration between a device's
-    views at random; each pair of rounds, and the run, costs exactly what uniform costs."""
-    cfg = synthetic(rounds=5, synthetic_dims=[160, 8], local_iters=3)
+    views at random; each pair of rounds, and the run, costs exactly what uniform costs (the
+    last pair included, where the battery holds exactly what is left)."""
+    cfg = synthetic(rounds=rounds, synthetic_dims=[160, 8], local_iters=3)
     uniform = run(cfg, progress=False)
     rand = run(replace(cfg, method="random-schedule"), progress=False)
     s = build(cfg)
     assert s.profile.forward_j[0, 0] > 1.5 * s.profile.forward_j[0, 1]  # the views cost differently
     tau = rand.rows.pivot_table(index=["device", "round"], columns="modality", values="tau")
-    rounds = tau.index.get_level_values("round")
-    early = tau[rounds < 4]
+    rnd = tau.index.get_level_values("round")
+    early = tau[rnd < 4]
     assert set(early.stack()) == {2, 4}  # local_iters ± 1 in every paired round
     assert ((early["m0"] - 3) == -(early["m1"] - 3)).all()  # one view up, the other down
-    pairs = early.groupby([early.index.get_level_values("device"), rounds[rounds < 4] // 2]).sum()
+    pairs = early.groupby([early.index.get_level_values("device"), rnd[rnd < 4] // 2]).sum()
     assert (pairs == 6).all().all()  # each view: exactly 2 x local_iters over a pair
-    assert (tau[rounds == 4] == 3).all().all()  # the odd last round is uniform
+    assert (tau[rnd == 4] == 3).all().all()  # an odd last round is uniform
     assert early["m0"].nunique() == 2 and len({tuple(g) for _, g in early.groupby(level=0)["m0"]}) > 1
     per_round = rand.rows.groupby("round")["energy_j"].sum()
     uni_round = uniform.rows.groupby("round")["energy_j"].sum()
@@ -356,6 +358,8 @@ def test_modality_dropout_method_drops_views_and_nothing_else() -> None:
     s = build(synthetic(method="modality-dropout"))
     assert loop.effective_dropout(s) == 0.3
     assert loop.effective_dropout(build(synthetic(method="modality-dropout", modality_dropout=0.1))) == 0.1
+    assert loop.effective_dropout(build(synthetic(method="modality-dropout", dropout_rate=0.5))) == 0.5
+    assert loop.effective_dropout(build(synthetic(dropout_rate=0.5))) == 0.0  # dmml-kd: no dropout
     assert loop.effective_dropout(build(synthetic())) == 0.0
     a = run(synthetic(rounds=2), progress=False)
     b = run(synthetic(rounds=2, method="modality-dropout"), progress=False)

@@ -202,7 +202,6 @@ def test_masked_encoder_outputs_change_nothing(monkeypatch, fusion_rule: str, po
     """The batched encoder computes every device's rows; rows of passes a device does not run
     (stopped encoder under "training", any encoder of a device past its L_k) are overwritten
     with garbage: parameters and losses after the round are identical to the clean run."""
-    import learner.local as local
 
     tau = np.array([[2, 0], [1, 3], [4, 4]])  # L = (2, 3, 4): devices idle at different times
     running_rule = {  # which (device, modality) passes run in iteration i
@@ -213,22 +212,21 @@ def test_masked_encoder_outputs_change_nothing(monkeypatch, fusion_rule: str, po
     def run_once(perturb: bool):
         net, data = tiny_setup(devices=3)
         it = {"i": 0}
-        batch, encode_ = LocalData.batch, local.encode
+        batch, encode_ = LocalData.batch, Network.encode
 
         def counting_batch(self, *a, **k):
             it["i"] += 1
             return batch(self, *a, **k)
 
-        def poisoned_encode(block, x):
-            c, s = encode_(block, x)
+        def poisoned_encode(self, m, x):
+            c, s = encode_(self, m, x)
             if not perturb:
                 return c, s
-            m = next(j for j, b in enumerate(net.blocks) if b is block)
             idle = torch.as_tensor(~running_rule(it["i"])[:, m])[:, None, None]
             return torch.where(idle, c + poison, c), torch.where(idle, s - poison, s)
 
         monkeypatch.setattr(LocalData, "batch", counting_batch)
-        monkeypatch.setattr(local, "encode", poisoned_encode)
+        monkeypatch.setattr(Network, "encode", poisoned_encode)
         res = train(net, data, tau, fusion_rule=fusion_rule, generator=Generator.create(3, 3, 4, seed=0),
                     modality_dropout=0.3, modulation=ogm_ge_modulation(0.5))
         monkeypatch.undo()
@@ -264,7 +262,7 @@ def test_confidence_signal_by_hand() -> None:
     idx = data.batch(8, np.random.default_rng(0))  # the same first draw as the round's
     y = data.labels[idx]
     for m in range(2):
-        c, _ = encode(before.blocks[m], data.views[m][idx])
+        c, _ = before.encode(m, data.views[m][idx])
         logits = torch.bmm(c, before.shared["wk"]) + before.shared["bk"][:, None]
         prob = torch.softmax(logits, -1).gather(-1, y[..., None]).mean((1, 2)).detach().numpy()
         for k in range(2):

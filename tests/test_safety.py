@@ -11,6 +11,7 @@ the long parametrised list of config fields uses the in-process ``cli`` fixture 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -441,3 +442,31 @@ def test_progress_prints_plain_lines_when_stderr_is_not_a_terminal() -> None:
     bar.update(6)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_the_option_table_in_the_docs_lists_every_field() -> None:
+    text = (ROOT / "docs" / "safety.md").read_text()
+    missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in text]
+    assert not missing, f"add to docs/safety.md (config_table_markdown()): {missing}"
+
+
+def test_figures_redrawn_by_plot_stay_ours(cli, tmp_path: Path) -> None:
+    """compare -> plot (rewrites figures) -> compare into the same folder is not refused."""
+    out = tmp_path / "cmp"
+    args = ["compare", *TINY, "--methods", "dpsgd", "--seeds", "1", "--jobs", "1", "--quiet",
+            "--out", str(out)]
+    assert cli(*args)[0] == 0
+    before = json.loads((out / MANIFEST).read_text())["files"]
+    code, _, err = cli("plot", str(out))
+    assert code == 0, err
+    after = json.loads((out / MANIFEST).read_text())["files"]
+    assert after.keys() == before.keys()
+    # The invariant: the manifest holds the bytes now on disk (PDF/SVG carry dates, so a redraw
+    # changes them and an unrecorded redraw would make the next compare refuse).
+    for rel, digest in after.items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest, rel
+    code, _, err = cli(*args)
+    assert code == 0, err
+    (out / "figures" / "mine.png").write_text("user")  # a user's file in our subfolder
+    code, _, err = cli(*args)
+    assert code == 2 and "figures/mine.png" in err

@@ -231,18 +231,58 @@ def test_sampled_evaluation_is_reported_and_rounds_without_it_are_nan() -> None:
 
 
 def test_eval_options_are_validated() -> None:
-    with pytest.raises(ConfigError, match="eval_every must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"eval_every must be in \[1, "):
         _cfg(eval_every=0).validate()
-    with pytest.raises(ConfigError, match="eval_devices must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"eval_devices must be in \[0, "):
         _cfg(eval_devices=-1).validate()
 
 
 def test_mfeat_caps_out_at_160_devices() -> None:
-    from learner.data import load_mfeat
+    from learner.data import load_dataset
 
-    labels = load_mfeat().train_labels
+    labels = load_dataset("mfeat", val_fraction=0.0).train_labels
     assert labels.size == 1600  # 160 devices x 10 samples by count
     with pytest.raises(ConfigError, match="training set has 1600: at most 160 devices"):
         dirichlet_partition(labels, 161, 1000.0, 10)
     parts = dirichlet_partition(labels, 155, 1000.0, 10)  # the draws need slack: 155 works
     assert min(p.size for p in parts) >= 10 and sum(p.size for p in parts) == 1600
+    held_out = load_dataset("mfeat").train_labels  # default validation split 0.1
+    with pytest.raises(ConfigError, match="training set has 1440: at most 144 devices"):
+        dirichlet_partition(held_out, 145, 1000.0, 10)
+    assert len(dirichlet_partition(held_out, 140, 1000.0, 10)) == 140
+
+
+# --- the learner benchmark -----------------------------------------------------------------
+
+
+def test_bench_sizes_data_to_25_training_samples_per_device() -> None:
+    from studies.bench_learner import measure, n_samples_for
+
+    for K in (8, 64):
+        cfg = _cfg(devices=K, n_samples=n_samples_for(K), min_samples=5)
+        s = build(cfg)
+        assert abs(s.data.train_labels.size / K - 25) < 0.5  # the sizing, by count
+    row = measure(4, 1)
+    assert row["devices"] == 4 and row["s_per_round"] > 0 and row["peak_rss_gb"] > 0
+    assert row["ms_per_device_round"] == pytest.approx(1e3 * row["s_per_round"] / 4)
+
+
+def test_bench_targets_read_the_table() -> None:
+    import pandas as pd
+
+    from studies.bench_learner import targets
+
+    frame = pd.DataFrame({"devices": [256, 4_096, 10_000], "rounds": [3, 3, 3],
+                          "vs_256": [1.0, 1.2, 1.3], "peak_rss_gb": [1.0, 3.0, 9.5]})
+    lines = targets(frame)
+    assert "= 1.20 (target <= 1.5): met" in lines[0]
+    assert "peak RSS 9.50 GB (target <= 8): NOT met" in lines[1]
+
+
+def test_bench_learner_cli_errors(cli, tmp_path) -> None:
+    code, _, err = cli("bench", "learner", "--learner-sizes", "64,x")
+    assert code == 2 and "--learner-sizes must be comma-separated integers" in err
+    existing = tmp_path / "mine.md"
+    existing.write_text("my notes")
+    code, _, err = cli("bench", "learner", "--learner-sizes", "4", "--out", str(existing))
+    assert code == 2 and "exists" in err and existing.read_text() == "my notes"

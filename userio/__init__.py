@@ -13,6 +13,7 @@ from userio.progress import progress
 from userio.toml import loads_toml, read_toml
 
 __all__ = [
-    "MANIFEST", "OutputError", "UserError", "atomic_dir", "atomic_write", "atomic_write_text", "check_out_dir",
-    "file_mode", "folder_mode", "loads_toml", "probe_writable", "progress", "read_toml",
+    "MANIFEST", "OutputError", "UserError", "atomic_dir", "atomic_write", "atomic_write_text",
+    "check_out_dir", "file_mode", "folder_mode", "loads_toml", "probe_writable", "progress",
+    "read_toml",
 ]

@@ -171,6 +171,22 @@ def atomic_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def record_written(folder: str | os.PathLike[str], paths: list[Path]) -> None:
+    """After dmmlkd rewrote ``paths`` inside a folder of ours (``dmmlkd plot``), list their new
+    bytes in the manifest, so that the next run into the folder still knows them as ours.
+
+    A folder without our manifest is left without one (it is not ours to claim).
+    """
+    folder = Path(folder)
+    ours = _read_manifest(folder)
+    if ours is None:
+        return
+    for path in paths:
+        rel = Path(path).absolute().relative_to(folder.absolute()).as_posix()
+        ours[rel] = _sha256(Path(path))
+    _write_manifest(folder, ours)
+
+
 def _install(staging: Path, out: Path) -> None:
     """Move the staged files into ``out``, replacing and then removing only files of ours."""
     new = _listing(staging)

@@ -69,6 +69,9 @@ def solve(
         raise ProblemError(f"time_limit must be > 0 (got {time_limit})")
     if not 0 <= mip_gap < 1:
         raise ProblemError(f"mip_gap must be in [0, 1) (got {mip_gap})")
+    from allocator.resources import check_resources
+
+    check_resources(problem, method)
     alloc = METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
     return verified(alloc, mip_gap)
 

@@ -25,6 +25,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="skip the end-to-end CLI target checks")
     p.add_argument("--out", default=None, help="write the results as Markdown here")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
+                   help="allocator: N CPU levels per device (the time/frequency model)")
+    p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
+                   help="allocator: deadline as in `generate --deadline-scale` (needs levels)")
     from studies.bench_learner import add_arguments as add_learner_arguments
 
     add_learner_arguments(p)
@@ -33,11 +37,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and the end-to-end targets; print Markdown tables."""
+    from allocator import ProblemError
+
+    if not 0 <= args.seed < 2**32:
+        raise ProblemError(f"--seed must be in [0, 2**32 - 1] (got {args.seed})")
     if args.target == "learner":
         from studies.bench_learner import run_cli as run_learner_bench
 
         return run_learner_bench(args)
-    from allocator import ProblemError
     from allocator.io import atomic_write_text
     from studies.bench import BenchConfig, cli_targets, run_allocator_bench, to_markdown
 
@@ -46,17 +53,33 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise ProblemError(f"--sizes must be comma-separated integers (got {args.sizes!r})") from None
     scopes = tuple(s.strip() for s in args.scopes.split(","))
+    unknown = [s for s in scopes if s not in ("device", "network")]
+    if unknown or not scopes:
+        raise ProblemError(f"--scopes must list device and/or network (got {args.scopes!r})")
+    if any(k < 1 for k in sizes):
+        raise ProblemError(f"--sizes must be positive device counts (got {args.sizes!r})")
+    if args.modalities < 1:
+        raise ProblemError(f"--modalities must be >= 1 (got {args.modalities})")
+    if not args.time_limit > 0 or args.time_limit == float("inf"):
+        raise ProblemError(f"--time-limit must be a finite number > 0 (got {args.time_limit})")
     config = BenchConfig(
         sizes=sizes, scopes=scopes, modalities=args.modalities, time_limit=args.time_limit,
         exact_max_devices={"device": args.exact_max, "network": args.exact_max},
         heuristic_max_devices={"device": max(sizes), "network": args.network_max},
-        seed=args.seed,
+        seed=args.seed, cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
     )
+    # Refuse bad level arguments before the sweep (generate_problem's checks, one line).
+    from allocator import generate_problem
+
+    generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
+                     cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale)
     t0 = time.perf_counter()
     table = run_allocator_bench(config)
     parts = [
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}.",
+        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}"
+        + (f", {args.cpu_levels} CPU levels, deadline scale {args.deadline_scale}"
+           if args.cpu_levels else "") + ".",
         "",
         to_markdown(table),
     ]

@@ -37,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
         history = pd.read_parquet(folder / "history.parquet")
         rows = pd.read_parquet(folder / "rows.parquet")
         views = [c[4:] for c in history.columns if c.startswith("acc_")]
-        for path in plot_comparison(history, rows, folder / "figures", views):
+        from userio.outputs import record_written
+
+        paths = plot_comparison(history, rows, folder / "figures", views)
+        # The redrawn figures (PNG, PDF, SVG) stay ours: a later compare --out may replace them.
+        record_written(folder, [f for p in paths for f in p.parent.glob(f"{p.stem}.*")])
+        for path in paths:
             print(path)
         return 0
     raise StudyError(f"{folder}: neither a study folder (spec.toml) nor a compare folder "

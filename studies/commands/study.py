@@ -33,8 +33,8 @@ def check_study_out(out: Path) -> None:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise StudyError(f"{out}: exists and is not a folder; choose another --out")
-        # .lock alone: a study that is starting (or was refused) there, not a user's file.
-        if any(p.name != ".lock" for p in out.iterdir()) and not (out / "spec.toml").is_file():
+        # A study folder: its spec, or the lock a study takes before writing the spec.
+        if any(out.iterdir()) and not any((out / name).is_file() for name in ("spec.toml", ".lock")):
             raise StudyError(f"{out}: holds files but no study (no spec.toml); choose a new or "
                              "empty --out (nothing was changed)")
         probe_writable(out, out)

@@ -1,0 +1,56 @@
+"""What a solve will need, checked before anything big is allocated (one line when too much).
+
+The solvers enumerate iteration counts (breakpoints per count, the dual's local-iteration
+count L), so their work and memory grow with the count range T = tau_max - tau_min + 1:
+the network heuristic's dual holds (devices x T x modalities) arrays. A two-device problem
+with tau_max = 1e9 once took 24 GB before the kernel stopped it; now it is refused here.
+"""
+
+from __future__ import annotations
+
+from allocator.errors import ProblemError
+from allocator.problem import Problem
+
+# Counts are enumerated: beyond this range a solve is refused (no model needs a billion
+# local iterations per round; the learner's own bound is far lower).
+MAX_COUNT_RANGE = 100_000
+_FLOAT = 8
+_DUAL_ARRAYS = 8  # (K, T, M) float arrays alive at once in the dual's device subproblems
+_PYOMO_BYTES_PER_PAIR = 4_000  # Pyomo components + HiGHS copy per (device, modality) pair
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the machine can give now (the learner's estimate of MemAvailable)."""
+    from learner.resources import available_memory_bytes as available
+
+    return available()
+
+
+def estimate_bytes(problem: Problem, method: str) -> int:
+    """Peak bytes a solve with ``method`` needs, generously."""
+    K, M = problem.holds.shape
+    T = problem.tau_max - problem.tau_min + 1
+    levels = problem.n_levels
+    base = 40 * K * M * _FLOAT  # the problem, tables and their copies
+    if method in ("heuristic", "exact") and problem.scope == "network":
+        base += _DUAL_ARRAYS * K * T * M * _FLOAT
+    if method == "exact" and problem.scope == "network":
+        base += _PYOMO_BYTES_PER_PAIR * (int(problem.holds.sum()) + K * levels)
+    return base
+
+
+def check_resources(problem: Problem, method: str) -> None:
+    """Refuse, naming the field, a solve that would enumerate too much or exceed memory."""
+    T = problem.tau_max - problem.tau_min + 1
+    if T > MAX_COUNT_RANGE:
+        raise ProblemError(
+            f"tau_max - tau_min + 1 = {T:,} counts to enumerate is more than the solvers "
+            f"allow ({MAX_COUNT_RANGE:,}): lower tau_max")
+    need = estimate_bytes(problem, method)
+    have = available_memory_bytes()
+    if have is not None and need > have:
+        field = "tau_max" if problem.scope == "network" and T > 1_000 else "devices"
+        raise ProblemError(
+            f"this solve needs about {need / 2**30:.1f} GiB but the machine has "
+            f"{have / 2**30:.1f} GiB available: lower {field} ({method}, {problem.scope} scope, "
+            f"{problem.n_devices:,} devices, tau range {T:,})")
