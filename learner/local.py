@@ -196,9 +196,9 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
             commons.append(c)
             specifics.append(s)
         with torch.no_grad():  # each modality's own learning: the common classifier on its c_m
-            for m, c in enumerate(commons):
-                if c is not None:
-                    prob = torch.softmax(common_logits(net, c), -1).gather(-1, y[..., None])
+            for m, cm in enumerate(commons):
+                if cm is not None:
+                    prob = torch.softmax(common_logits(net, cm), -1).gather(-1, y[..., None])
                     confidence[:, m] += np.where(running[:, m], prob.mean((1, 2)).numpy(), 0.0)
         fusion_mask = run_t
         running_f = run_t.to(torch.float32)
@@ -217,25 +217,25 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         # encoder's features must not train the shared blocks: its pass is not paid for).
         pres = running_f
         if weights.difference:
-            for m, (c, s) in enumerate(zip(commons, specifics)):
-                if c is None or s is None:
+            for m, (cm, sm) in enumerate(zip(commons, specifics)):
+                if cm is None or sm is None:
                     continue
-                cn = F.normalize(c, dim=-1)
-                sn = F.normalize(s, dim=-1)
+                cn = F.normalize(cm, dim=-1)
+                sn = F.normalize(sm, dim=-1)
                 cross = torch.bmm(cn.transpose(1, 2), sn)  # (K, f, f)
                 per_dev = per_dev + weights.difference * pres[:, m] * cross.pow(2).sum((1, 2)) / batch_size
         if weights.similarity:
-            for m, c in enumerate(commons):
-                if c is not None:
-                    gap = (c - c_mean.detach()).pow(2).mean((1, 2))
+            for m, cm in enumerate(commons):
+                if cm is not None:
+                    gap = (cm - c_mean.detach()).pow(2).mean((1, 2))
                     per_dev = per_dev + weights.similarity * pres[:, m] * gap
         if weights.common:
             # The common classifier must work on each modality's common features alone (a
             # device may hold any subset), so it is trained on each running c_m.
-            for m, c in enumerate(commons):
-                if c is None:
+            for m, cm in enumerate(commons):
+                if cm is None:
                     continue
-                ce_c = F.cross_entropy(common_logits(net, c).reshape(-1, net.n_classes), flat_y,
+                ce_c = F.cross_entropy(common_logits(net, cm).reshape(-1, net.n_classes), flat_y,
                                        reduction="none").view(K, -1).mean(1)
                 per_dev = per_dev + weights.common * pres[:, m] * ce_c / pres.sum(1).clamp(min=1)
         if generator is not None and weights.kd:

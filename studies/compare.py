@@ -65,6 +65,7 @@ def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True
             "energy_used_j": summary["energy_used_j"],
             "executed_energy_j": summary["executed_energy_j"],
             "battery_total_j": summary["battery_total_j"],
+            "sim_time_s": summary["sim_time_s"],  # simulated clock (learner/clock.py)
             "dropped": len(summary["dropped_devices"]),
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })

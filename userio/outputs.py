@@ -116,6 +116,15 @@ def probe_writable(folder: Path, shown: Path) -> None:
 def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
     """Refuse, before any work, an --out folder dmmlkd must not or cannot write (see module doc)."""
     out = Path(out_dir)
+    try:
+        return _check_out_dir(out)
+    except OutputError:
+        raise
+    except OSError as exc:  # e.g. a folder we may not list: refuse it, it is not ours to judge
+        raise OutputError(f"{out}: cannot be checked ({exc.strerror or exc})") from None
+
+
+def _check_out_dir(out: Path) -> Path:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise OutputError(f"{out}: exists and is not a folder; choose another --out")

@@ -33,8 +33,11 @@ def check_study_out(out: Path) -> None:
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise StudyError(f"{out}: exists and is not a folder; choose another --out")
-        # A study folder: its spec, or the lock a study takes before writing the spec.
-        if any(out.iterdir()) and not any((out / name).is_file() for name in ("spec.toml", ".lock")):
+        # A study folder holds spec.toml; before its first spec is stored, only the runner's
+        # lock and temporary files (a study starting there now must meet the lock, not this).
+        foreign = [p.name for p in out.iterdir()
+                   if p.name not in (".lock", "cells.jsonl") and not p.name.endswith(".tmp")]
+        if foreign and not (out / "spec.toml").is_file():
             raise StudyError(f"{out}: holds files but no study (no spec.toml); choose a new or "
                              "empty --out (nothing was changed)")
         probe_writable(out, out)
