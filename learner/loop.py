@@ -148,7 +148,7 @@ def build(config: TrainConfig) -> Setup:
     """Data, partitions, availability, topology, models and energy profile of a run."""
     config.validate()
     method = get_method(config.method)
-    synthetic = {"n_samples": config.n_samples, "dims": config.synthetic_dims,
+    synthetic: dict[str, Any] = {"n_samples": config.n_samples, "dims": config.synthetic_dims,
                  "signal": config.synthetic_signal, "noise": config.synthetic_noise}
     data = load_dataset(config.dataset, config.views, seed=config.seed,
                         val_fraction=config.val_fraction,
@@ -297,7 +297,7 @@ class Trainer:
                    [torch.as_tensor(s.data.test[v]) for v in views],
                    [torch.as_tensor(s.data.val[v]) for v in views], weights, modulation,
                    Optimizer(lr=config.lr, momentum=config.momentum),
-                   SpeedTracker(*s.holds.shape, beta=config.speed_beta),
+                   SpeedTracker(s.holds.shape[0], s.holds.shape[1], beta=config.speed_beta),
                    np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed))
 
     def signal(self, local: LocalResult) -> NDArray[np.float64]:

@@ -179,7 +179,7 @@ def _morris(indices: pd.DataFrame, fig_dir: Path) -> list[Path]:
         ax.barh(ypos, part["mu_star"], xerr=part["mu_star_conf"], color="C0", alpha=0.85,
                 height=0.6, capsize=3, label=r"$\mu^*$ (95% bootstrap CI)")
         ax.plot(part["sigma"], ypos, "D", color="C3", markersize=5, label=r"$\sigma$")
-        ax.set_yticks(ypos, [style.label(p) for p in part["parameter"]])
+        ax.set_yticks(ypos, [style.short(p) for p in part["parameter"]])
         ax.set_xlim(left=0)
         ax.set_title(style.label(out))
         ax.set_xlabel(r"$\mu^*$, $\sigma$ (output units per full range)")
@@ -201,7 +201,7 @@ def _sobol(indices: pd.DataFrame, trend: pd.DataFrame, fig_dir: Path) -> list[Pa
                label="first order $S_1$")
         ax.bar(x + 0.18, part["ST"], 0.36, yerr=part["ST_conf"], capsize=3, color="C1",
                hatch="//", edgecolor="white", label="total $S_T$")
-        ax.set_xticks(x, [style.label(p) for p in part["parameter"]], rotation=20, ha="right")
+        ax.set_xticks(x, [style.short(p) for p in part["parameter"]])
         ax.set_ylim(min(0.0, float((part[["S1", "ST"]].to_numpy()
                                     - part[["S1_conf", "ST_conf"]].to_numpy()).min()) - 0.02),
                     max(1.0, float((part["ST"] + part["ST_conf"]).max()) + 0.02))
@@ -221,14 +221,17 @@ def _sobol(indices: pd.DataFrame, trend: pd.DataFrame, fig_dir: Path) -> list[Pa
                 line = part[part["parameter"] == p].sort_values("N")
                 for col, dash, alpha in (("S1", "-", 1.0), ("ST", "--", 0.8)):
                     ax.plot(line["N"], line[col], dash, marker=markers[p], color=f"C{i}",
-                            alpha=alpha, label=f"{col[0]}$_{{{col[1]}}}$ {style.label(p)}")
+                            alpha=alpha, label=f"{col[0]}$_{{{col[1]}}}$ {style.short(p)}")
                     ax.fill_between(line["N"], line[col] - line[f"{col}_conf"],
                                     line[col] + line[f"{col}_conf"], color=f"C{i}", alpha=0.12)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("base samples N (cells: N × (k + 2))")
+            low, high = ax.get_ylim()  # early CIs can be huge: keep the indices' range readable
+            ax.set_ylim(max(low, -0.5), min(high, 1.5))
+            ax.set_xlabel("base samples N")
             ax.set_ylabel("Sobol index")
             ax.set_title(style.label(out))
         fig.tight_layout()
-        style.legend_below(fig, axes, "solid: $S_1$, dashed: $S_T$; band: 95% CI")
+        style.legend_below(fig, axes, "solid: $S_1$, dashed: $S_T$; band: 95% CI (clipped to "
+                           "[-0.5, 1.5])", ncol=2 * len(params) if len(params) <= 3 else 4)
         paths.append(style.save(fig, fig_dir / "sobol_convergence.png"))
     return paths

@@ -46,6 +46,13 @@ LABELS: dict[str, str] = {
     "x1": "$x_1$", "x2": "$x_2$", "x3": "$x_3$",
 }
 
+# Factors -> short tick labels (bars of indices), where the long label would crowd the axis.
+SHORT: dict[str, str] = {
+    "budget_scale": "budget", "speed_spread": "speed spread", "energy_spread": "cycles spread",
+    "missing_rate": "missing views", "delta": r"$\delta$", "mu": r"$\mu$",
+    "epsilon": r"$\epsilon$", "x1": "$x_1$", "x2": "$x_2$", "x3": "$x_3$",
+}
+
 # Per method: marker and dash pattern, chosen so that coinciding lines stay distinguishable.
 _MARKERS = ("o", "X", "s", "^", "D", "v", "P", "*")
 _DASHES: tuple[Any, ...] = ("", (4, 2), (1, 1.5), (6, 2, 1, 2), (3, 1, 1, 1, 1, 1), (8, 3))
@@ -81,6 +88,11 @@ def label(column: str) -> str:
     return LABELS.get(column, column.replace("_", " "))
 
 
+def short(column: str) -> str:
+    """A factor's short name for tick labels and legends (its full label when none)."""
+    return SHORT.get(column, label(column))
+
+
 def ordered(names: Iterable[Any]) -> list[Any]:
     """Methods in the canonical order (known ones first), others after in their given order."""
     names = list(dict.fromkeys(names))
@@ -95,19 +107,34 @@ def line_styles(names: Sequence[Any]) -> tuple[dict[Any, str], dict[Any, Any]]:
     return markers, dashes
 
 
-def legend_below(fig: Any, axes: Iterable[Any], title: str | None = None) -> None:
+def hollow_markers(artists: Iterable[Any]) -> None:
+    """Open markers edged in their line's colour: a circle under a cross stays visible."""
+    from matplotlib.lines import Line2D
+
+    for line in artists:
+        if isinstance(line, Line2D) and line.get_marker() not in (None, "", "None"):
+            line.set_markeredgecolor(line.get_color())
+            line.set_markerfacecolor("none")
+            line.set_markeredgewidth(1.1)
+            line.set_markersize(6.5 if line.get_marker() == "o" else 5.0)
+
+
+def legend_below(fig: Any, axes: Iterable[Any], title: str | None = None, ncol: int = 6) -> None:
     """Move the axes' legend entries into one figure legend under the plots (never over data)."""
     handles, labels = [], []
+    axes = list(axes)
     for ax in axes:
+        hollow_markers(ax.get_lines())
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    hollow_markers(handles)
     if handles:
         fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                   ncol=min(len(labels), 6), title=title, frameon=False)
+                   ncol=min(len(labels), ncol), title=title, frameon=False)
 
 
 def save(fig: Any, path: Path | str) -> Path:
