@@ -83,7 +83,7 @@ def generate_problem(
     if devices * modalities > MAX_CELLS:
         raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
                            f"this generator allows ({MAX_CELLS:,}): lower devices")
-    from allocator.resources import available_memory_bytes
+    from userio import available_memory_bytes
 
     have = available_memory_bytes()
     if have is not None and devices * modalities * _BYTES_PER_CELL > have:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from allocator.errors import ProblemError
 from allocator.problem import Problem
+from userio import available_memory_bytes
 
 # Counts are enumerated: beyond this range a solve is refused (no model needs a billion
 # local iterations per round; the learner's own bound is far lower).
@@ -18,12 +19,6 @@ _FLOAT = 8
 _DUAL_ARRAYS = 8  # (K, T, M) float arrays alive at once in the dual's device subproblems
 _PYOMO_BYTES_PER_PAIR = 4_000  # Pyomo components + HiGHS copy per (device, modality) pair
 
-
-def available_memory_bytes() -> int | None:
-    """Memory the machine can give now (the learner's estimate of MemAvailable)."""
-    from learner.resources import available_memory_bytes as available
-
-    return available()
 
 
 def estimate_bytes(problem: Problem, method: str) -> int:

@@ -11,11 +11,11 @@ than the kernel's OOM killer ending it (and the machine's other work) half-way.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from learner.config import TrainConfig
 from learner.errors import ConfigError
+from userio import available_memory_bytes
 
 PARAM_COPIES = 6  # parameters, gradients, momentum, gossip result, variation snapshot, slack
 FLOAT_BYTES = 4  # float32 tensors
@@ -28,20 +28,6 @@ EVALUATION_BYTES = 2 * 2**24 * FLOAT_BYTES  # learner.evaluate holds 2**24 float
 SIZE_FIELDS = ("devices", "hidden", "embed", "feature", "batch_size", "rounds", "n_samples",
                "synthetic_dims")
 
-
-def available_memory_bytes() -> int | None:
-    """Memory the machine can give without swapping (MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _data_shape(config: TrainConfig) -> tuple[list[int], int, int]:
