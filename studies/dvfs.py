@@ -22,7 +22,7 @@ from allocator import Problem, solve
 from learner import clock
 from learner.loop import PolicyDecision, RoundState, uniform_dvfs_policy
 from metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
-from studies.policies import build_problem
+from studies.policies import build_problem, measured_speeds
 
 
 def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -63,7 +63,7 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
     budget = np.minimum(base.budget[on_time], control[members])
     problem = Problem(
         modalities=base.modalities, devices=tuple(state.devices[k] for k in members),
-        holds=np.asarray(state.holds, bool)[members], speed=_speeds(state)[members],
+        holds=np.asarray(state.holds, bool)[members], speed=measured_speeds(state)[members],
         comm_energy=np.asarray(state.comm_j, float)[members],
         budget=budget, scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
         delta=delta, mu=mu, epsilon=epsilon, deadline_s=state.deadline_s,
@@ -75,13 +75,6 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
         comm_time_s=np.asarray(state.comm_time_s, float)[members],
     )
     return problem, members, dropped, late
-
-
-def _speeds(state: RoundState) -> NDArray[np.float64]:
-    """Measured speeds, with the same guard for unmeasured modalities as build_problem."""
-    holds = np.asarray(state.holds, bool)
-    speed = np.asarray(state.speed, float)
-    return np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))
 
 
 @dataclass

@@ -57,9 +57,7 @@ def build_problem(state: RoundState, scope: str = "device", delta: float = 0.1, 
         return None, members, dropped
     # Raised to the cheapest round, but never above what the battery can pay.
     budget = np.minimum(np.maximum(budget, cheapest), battery)
-    speed = np.asarray(state.speed, float)
-    # A held modality with no measurement yet gets the loop's prior; guard against zeros.
-    speed = np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))
+    speed = measured_speeds(state)
     problem = Problem(
         modalities=tuple(state.modalities),
         devices=tuple(state.devices[k] for k in members),
@@ -105,3 +103,11 @@ class AllocatorPolicy:
         predicted = np.zeros(tau.shape)
         predicted[members] = alloc.evaluation.progress
         return PolicyDecision(tau, info, dropped, predicted_progress=predicted)
+
+
+def measured_speeds(state: RoundState) -> NDArray[np.float64]:
+    """The round's speeds as the allocator sees them: a held modality not measured yet (or at 0)
+    gets a tiny positive speed (the allocator needs v > 0); unheld ones 0."""
+    holds = np.asarray(state.holds, bool)
+    speed = np.asarray(state.speed, float)
+    return np.where(holds & (speed > 0), speed, np.where(holds, 1e-6, 0.0))

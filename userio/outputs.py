@@ -136,13 +136,19 @@ def _check_out_dir(out: Path) -> Path:
                 "(nothing was changed)")
         probe_writable(out, out)
         return out
+    check_creatable(out)
+    return out
+
+
+def check_creatable(out: Path) -> None:
+    """A folder that does not exist yet can be made: its nearest existing ancestor is a folder we
+    can write in; OutputError naming ``out`` otherwise."""
     ancestor = out.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"{out}: cannot be created ({ancestor} is not a folder)")
     probe_writable(ancestor, out)
-    return out
 
 
 @contextmanager

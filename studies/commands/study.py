@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def check_study_out(out: Path) -> None:
     """Refuse an --out that is a file, a folder of someone else's files, or not writable."""
     from studies.spec import StudyError
-    from userio import probe_writable
+    from userio import check_creatable, probe_writable
 
     if out.exists() or out.is_symlink():
         if not out.is_dir():
@@ -42,12 +42,7 @@ def check_study_out(out: Path) -> None:
                              "empty --out (nothing was changed)")
         probe_writable(out, out)
         return
-    ancestor = out.absolute().parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise StudyError(f"{out}: cannot be created ({ancestor} is not a folder)")
-    probe_writable(ancestor, out)
+    check_creatable(out)
 
 
 def run(args: argparse.Namespace) -> int:
