@@ -21,8 +21,11 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -m ''
 
+# mypy reads the package through a link named dmmlkd (it cannot follow the editable-install
+# hook that maps the repository root to `dmmlkd`).
 lint: setup
 	$(VENV)/bin/ruff check .
+	mkdir -p build/typecheck && ln -sfn ../.. build/typecheck/dmmlkd
 	$(PY) -m mypy
 
 run: setup
@@ -33,7 +36,7 @@ bench: setup
 
 # docs/results.md from scratch (every table produced by the code; ~20 min on 2 idle cores).
 results: setup
-	$(PY) benchmarks/results.py --out docs/results.md
+	$(PY) -m dmmlkd.benchmarks.results --out docs/results.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -6,11 +6,11 @@
     >>> allocation.status, allocation.gap < 0.01
 """
 
-from allocator.errors import ProblemError
-from allocator.generate import generate_problem
-from allocator.problem import Problem
-from allocator.result import Allocation, evaluate, violations
-from allocator.solvers import METHODS, solve
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.allocator.generate import generate_problem
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation, evaluate, violations
+from dmmlkd.allocator.solvers import METHODS, solve
 
 __all__ = [
     "METHODS",

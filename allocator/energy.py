@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from allocator.errors import ProblemError
-from metrics.energy import (
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITANCE,

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from allocator.errors import ProblemError
-from allocator.problem import Problem
-from metrics.availability import random_availability
-from metrics.energy import (
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.metrics.availability import random_availability
+from dmmlkd.metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
     BANDWIDTH_HZ,
     CPU_RANGE_HZ,
@@ -83,7 +83,7 @@ def generate_problem(
     if devices * modalities > MAX_CELLS:
         raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
                            f"this generator allows ({MAX_CELLS:,}): lower devices")
-    from userio import available_memory_bytes
+    from dmmlkd.userio import available_memory_bytes
 
     have = available_memory_bytes()
     if have is not None and devices * modalities * _BYTES_PER_CELL > have:

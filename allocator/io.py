@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from allocator.energy import (
+from dmmlkd.allocator.energy import (
     COMM_FIELDS,
     COMPUTE_FIELDS,
     iteration_energies,
     round_comm_energy,
     round_comm_time,
 )
-from allocator.errors import ProblemError
-from allocator.problem import Problem
-from metrics.energy import BACKWARD_CYCLES_FACTOR, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITANCE
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.metrics.energy import BACKWARD_CYCLES_FACTOR, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITANCE
 
 if sys.version_info >= (3, 11):
     import tomllib

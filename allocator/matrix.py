@@ -11,7 +11,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from allocator.problem import Problem
+from dmmlkd.allocator.problem import Problem
 
 
 def build_highs(problem: Problem) -> tuple[highspy.Highs, int]:

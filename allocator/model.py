@@ -15,7 +15,7 @@ import numpy as np
 import pyomo.environ as pyo
 from numpy.typing import NDArray
 
-from allocator.problem import Problem
+from dmmlkd.allocator.problem import Problem
 
 
 @dataclass

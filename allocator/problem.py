@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator.errors import ProblemError
-from metrics.energy import (
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
     DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITANCE,
@@ -353,7 +353,7 @@ class Problem:
         tau = np.where(holds, np.asarray(tau, dtype=float), 0.0)
         K = self.n_devices
         if self.cpu_levels_hz is None:
-            from metrics.energy import computation_energy_j
+            from dmmlkd.metrics.energy import computation_energy_j
 
             nan = np.full(K, np.nan)
             compute = computation_energy_j(tau, holds, self.forward_energy, self.backward_energy)

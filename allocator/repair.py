@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator.problem import Problem
-from allocator.result import evaluate
-from metrics.energy import fits_budget, fits_deadline
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import evaluate
+from dmmlkd.metrics.energy import fits_budget, fits_deadline
 
 
 def infeasible_devices(problem: Problem, tau: NDArray[np.integer]) -> NDArray[np.int64]:

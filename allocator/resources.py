@@ -8,9 +8,9 @@ with tau_max = 1e9 once took 24 GB before the kernel stopped it; now it is refus
 
 from __future__ import annotations
 
-from allocator.errors import ProblemError
-from allocator.problem import Problem
-from userio import available_memory_bytes
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.userio import available_memory_bytes
 
 # Counts are enumerated: beyond this range a solve is refused (no model needs a billion
 # local iterations per round; the learner's own bound is far lower).

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from allocator.problem import Problem
-from metrics.energy import ENERGY_RTOL, fits_budget, fits_deadline
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.metrics.energy import ENERGY_RTOL, fits_budget, fits_deadline
 
 __all__ = ["ENERGY_RTOL", "Allocation", "Evaluation", "evaluate", "relative_gap", "violations"]
 

@@ -1,6 +1,6 @@
 """Knife-edge exactness check of the allocator against brute force (issue 9).
 
-Usage (from the repository root): PYTHONPATH=. python benchmarks/allocator_exactness.py SEEDS
+Usage (from the repository root): .venv/bin/python -m dmmlkd.benchmarks.allocator_exactness SEEDS
 Prints every instance where a returned table breaks a budget, beats brute force, has a bound
 below the optimum, or is labelled optimal outside the gap; then "bad N". Results are in
 docs/formulation.md ("Exactness").
@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from allocator import Problem, ProblemError, solve, violations
-from metrics.energy import computation_energy_j
+from dmmlkd.allocator import Problem, ProblemError, solve, violations
+from dmmlkd.metrics.energy import computation_energy_j
 
 sys.path.insert(0, "tests")
 from test_allocator_exactness import brute_force  # noqa: E402

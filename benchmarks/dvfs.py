@@ -1,7 +1,7 @@
 """Time and frequency (issue 9): does the allocator with CPU levels reach dmml-kd's accuracy
 on less energy, no more simulated time, and no more energy than the allocator-free control?
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dvfs.py --csv out/dvfs.csv   (5 seeds, 3 pairs)
+    .venv/bin/python -m dmmlkd.benchmarks.dvfs --csv out/dvfs.csv   (5 seeds, 3 pairs)
 
 Every method runs on the same data, partition, topology, battery and deadline (``auto``: the
 round time of uniform tau at f_max). Prints a markdown table of paired differences against
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from learner.config import TrainConfig
-from studies.compare import run_comparison
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.studies.compare import run_comparison
 
 METHODS = ("dmml-kd", "uniform-dvfs", "dmml-kd-balance", "dmml-kd-balance-dvfs")
 REFERENCE = "dmml-kd"

@@ -1,6 +1,6 @@
 """Time one local iteration (forward + backward + masked step) for K devices, per encoder.
 
-    python benchmarks/encoder_speed.py            # K = 8, 100, 1000; MLP / 1-D CNN on (3, 100)
+    python -m dmmlkd.benchmarks.encoder_speed            # K = 8, 100, 1000; MLP / 1-D CNN on (3, 100)
 
 Every device trains its own copy (stacked parameters, vmap over devices); batch 32 each.
 """
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import torch
 
-from learner.local import LocalData, Optimizer, local_training
-from learner.models import Network
+from dmmlkd.learner.local import LocalData, Optimizer, local_training
+from dmmlkd.learner.models import Network
 
 
 def time_iteration(K: int, encoder: str, shape: tuple[int, ...], repeats: int = 3) -> float:

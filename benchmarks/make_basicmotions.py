@@ -3,7 +3,7 @@
 How the shipped file was made (aeon is not a dependency of this project):
 
     pip download --no-deps aeon==1.6.0 -d /tmp/aeon
-    python benchmarks/make_basicmotions.py /tmp/aeon/aeon-1.6.0-py3-none-any.whl
+    python -m dmmlkd.benchmarks.make_basicmotions /tmp/aeon/aeon-1.6.0-py3-none-any.whl
 
 The script reads ``aeon/datasets/data/BasicMotions/BasicMotions_{TRAIN,TEST}.ts`` straight
 from the wheel (a zip), parses the six dimensions of each case (``:``-separated, each 100

@@ -1,6 +1,6 @@
 """Profile the network-scope heuristic on a generated instance.
 
-Usage: PYTHONPATH=. python benchmarks/network_heuristic_profile.py K SEED
+Usage: .venv/bin/python -m dmmlkd.benchmarks.network_heuristic_profile K SEED
 Prints CPU and wall seconds, objective, certified gap, then the top of the profile.
 """
 
@@ -9,7 +9,7 @@ import pstats
 import sys
 import time
 
-from allocator import generate_problem, solve
+from dmmlkd.allocator import generate_problem, solve
 
 K, seed = int(sys.argv[1]), int(sys.argv[2])
 problem = generate_problem(devices=K, modalities=4, scope="network", seed=seed)

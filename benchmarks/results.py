@@ -1,6 +1,6 @@
 """docs/results.md from scratch: every number in it is produced by this script today.
 
-    make results          # = python benchmarks/results.py --out docs/results.md
+    make results          # = python -m dmmlkd.benchmarks.results --out docs/results.md
 
 Setting (issue 8's, 20 rounds instead of 30 for time): mfeat, 8 devices on a ring, Dirichlet
 label skew alpha = 0.5, 20 rounds,
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from learner.config import TrainConfig
-from studies.bench import to_markdown
-from studies.compare import default_jobs, paired_differences, run_configs
+from dmmlkd.benchmarks.bench_allocator import to_markdown
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.studies.compare import default_jobs, paired_differences, run_configs
 
 # 20 rounds, not the issue's 30: the whole study must fit ~20 min on a shared 2-core machine.
 SETTING = dict(dataset="mfeat", devices=8, alpha=0.5, rounds=20, local_iters=5)

@@ -1,6 +1,6 @@
 """Centralized single-view MLP accuracy on mfeat: the ceiling each view reaches alone.
 
-    .venv/bin/python benchmarks/standalone_views.py
+    .venv/bin/python -m dmmlkd.benchmarks.standalone_views
 
 Same standardisation and test split as the learner (seeds 0 and 1); MLP d -> 128 -> 64 -> 10,
 Adam 1e-3, weight decay 1e-4, batch 32, 150 epochs.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from learner.data import MFEAT_VIEWS, load_dataset
+from dmmlkd.learner.data import MFEAT_VIEWS, load_dataset
 
 
 def standalone_accuracy(view: str, seed: int, epochs: int = 150) -> float:

@@ -3,6 +3,6 @@
 Depends on `metrics` only; allocation policies are passed in by `studies`.
 """
 
-from learner.errors import ConfigError
+from dmmlkd.learner.errors import ConfigError
 
 __all__ = ["ConfigError"]

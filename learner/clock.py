@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from learner.errors import ConfigError
-from metrics.energy import fits_deadline
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.metrics.energy import fits_deadline
 
 # CPU levels as fractions of a device's drawn maximum frequency f_max (the last one is f_max).
 DEFAULT_CPU_LEVELS = (0.25, 0.5, 0.75, 1.0)

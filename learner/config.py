@@ -20,13 +20,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
-from learner.errors import ConfigError
-from userio import read_toml
+from dmmlkd.learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.userio import read_toml
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
 SOLVERS = ("exact", "heuristic", "proportional", "uniform")  # allocator methods (tested equal)
-BUDGET_RULES = ("even", "all")  # studies.policies.round_budget rules (tested equal)
+BUDGET_RULES = ("even", "all")  # dmmlkd.bridge.policies.round_budget rules (tested equal)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def setting(default: Any, doc: str, **rule: Any) -> Any:
 
 
 def _known_method(name: str) -> None:
-    from learner.methods import get_method  # the registry may grow at run time
+    from dmmlkd.learner.methods import get_method  # the registry may grow at run time
 
     get_method(name)
 
@@ -99,7 +99,7 @@ def _known_encoders(table: dict[str, Any]) -> None:
 
 
 def _known_topology(name: str) -> None:
-    from learner.topology import TOPOLOGIES
+    from dmmlkd.learner.topology import TOPOLOGIES
 
     if name not in TOPOLOGIES:
         raise ConfigError(f"topology must be one of {', '.join(TOPOLOGIES)} (got {name!r})")
@@ -363,7 +363,7 @@ def _check_rule(name: str, value: Any, rule: Rule) -> None:
 
 def _check_relations(c: TrainConfig) -> None:
     """Rules between fields."""
-    from learner.methods import get_method  # the registry may grow at run time
+    from dmmlkd.learner.methods import get_method  # the registry may grow at run time
 
     if get_method(c.method).policy == "random":
         if not (c.tau_min <= c.local_iters - c.schedule_spread

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib import format as npformat
 from numpy.typing import NDArray
 
-from learner.errors import ConfigError
+from dmmlkd.learner.errors import ConfigError
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 BASICMOTIONS_VIEWS = ("acc", "gyro")
@@ -131,7 +131,7 @@ def load_mfeat(views: Sequence[str] | None = None, seed: int = 0,
                test_fraction: float = 0.2, val_fraction: float = 0.1) -> MultiViewDataset:
     """UCI Multiple Features, shipped in the package (no network)."""
     chosen = _select(views, MFEAT_VIEWS)
-    with resources.files("learner").joinpath("data/mfeat.npz").open("rb") as fh:
+    with resources.files("dmmlkd.learner").joinpath("data/mfeat.npz").open("rb") as fh:
         archive = np.load(fh)
         raw = {v: archive[v] for v in chosen}
         labels = archive["labels"].astype(np.int64)
@@ -184,7 +184,7 @@ def load_basicmotions(views: Sequence[str] | None = None, seed: int = 0,
                       val_fraction: float = 0.1) -> MultiViewDataset:
     """UEA BasicMotions (4 activities, 3-axis accelerometer and gyroscope, 100 steps), shipped
     in the package with its official 40/40 train/test split."""
-    with resources.files("learner").joinpath("data/basicmotions.npz").open("rb") as fh:
+    with resources.files("dmmlkd.learner").joinpath("data/basicmotions.npz").open("rb") as fh:
         arrays = _read_npz(fh, "basicmotions.npz")
     return from_arrays(arrays, views, seed, val_fraction=val_fraction, name="basicmotions")
 

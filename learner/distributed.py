@@ -32,32 +32,30 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from torch import Tensor
 
-from learner import clock
-from learner.config import TrainConfig, config_from_dict
-from learner.errors import ConfigError
-from learner.evaluate import consensus_accuracy, consensus_of, device_accuracy, eval_devices
-from learner.generator import Generator, train_generator
-from learner.gossip import gossip_rows, mixing
-from learner.local import LocalResult, local_training
-from learner.loop import (
-    Policy,
+from dmmlkd.learner import clock
+from dmmlkd.learner.config import TrainConfig, config_from_dict
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.evaluate import consensus_accuracy, consensus_of, device_accuracy, eval_devices
+from dmmlkd.learner.generator import Generator, train_generator
+from dmmlkd.learner.gossip import gossip_rows, mixing
+from dmmlkd.learner.local import LocalResult, local_training
+from dmmlkd.learner.loop import (
     RunLog,
     RunResult,
     Setup,
     Trainer,
-    _as_decision,
     _cannot_pay_cheapest_round,
     _overspending,
     build,
     effective_dropout,
     round_state,
     torch_threads,
-    uniform_dvfs_policy,
-    uniform_policy,
 )
-from learner.methods import get_method
-from learner.models import Network
-from metrics.variation import SpeedTracker
+from dmmlkd.learner.methods import get_method
+from dmmlkd.learner.models import Network
+from dmmlkd.learner.policy import Policy, as_decision
+from dmmlkd.learner.schedules import RandomSchedule, uniform_dvfs_policy, uniform_policy
+from dmmlkd.metrics.variation import SpeedTracker
 
 
 def block_bounds(n_devices: int, world: int) -> NDArray[np.int64]:
@@ -199,8 +197,6 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
         if s.method.policy == "external" and policy is None and rank == 0:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
         if policy is None and s.method.policy == "random":
-            from learner.schedules import RandomSchedule
-
             policy = RandomSchedule(config.schedule_spread, config.seed)
         policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
                             else uniform_policy)
@@ -255,7 +251,7 @@ def run_rank(config: TrainConfig, policy: Policy | None = None) -> RunResult:
             if rank == 0:
                 state = round_state(s, t, speed, battery, active, last_tau)
                 t0 = time.perf_counter()
-                box[0] = _as_decision(policy(state))
+                box[0] = as_decision(policy(state))
                 box[1] = time.perf_counter() - t0
             dist.broadcast_object_list(box, src=0)  # tau, frequencies and the policy's log
             decision = box[0]
@@ -329,7 +325,7 @@ def launch(config: TrainConfig, out_dir: str | Path | None, nproc: int) -> dict[
         cfg, summary, error = (Path(tmp) / n for n in ("config.json", "summary.json", "error.txt"))
         cfg.write_text(json.dumps(config.to_dict()))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "learner.distributed", "--config", str(cfg),
+               f"--nproc-per-node={nproc}", "-m", "dmmlkd.learner.distributed", "--config", str(cfg),
                "--summary", str(summary), "--error", str(error)]
         if out_dir is not None:
             cmd += ["--out", str(out_dir)]
@@ -361,11 +357,11 @@ def main(argv: list[str] | None = None) -> int:
             if path.suffix == ".json":
                 config = config_from_dict(json.loads(path.read_text()), str(path))
             else:
-                from learner.config import load_config
+                from dmmlkd.learner.config import load_config
 
                 config = load_config(path)
             # The entry point is where the studies layer (allocator policies, writers) joins.
-            from studies.training import _clean, policy_for, write_outputs
+            from dmmlkd.bridge.training import _clean, policy_for, write_outputs
 
             result = run_rank(config, policy_for(config) if rank == 0 else None)
         except Exception as exc:  # noqa: BLE001 - a user error becomes one line for the launcher

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from learner import clock
-from learner.topology import Topology, weakest_link_gain
-from metrics.energy import (
+from dmmlkd.learner import clock
+from dmmlkd.learner.topology import Topology, weakest_link_gain
+from dmmlkd.metrics.energy import (
     BACKWARD_CYCLES_FACTOR,
     BANDWIDTH_HZ,
     CPU_RANGE_HZ,

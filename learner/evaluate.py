@@ -16,12 +16,12 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from learner.models import Network, predict
-from metrics.accuracy import accuracy
+from dmmlkd.learner.models import Network, predict
+from dmmlkd.metrics.accuracy import accuracy
 
 if TYPE_CHECKING:
-    from learner.config import TrainConfig
-    from learner.loop import Setup
+    from dmmlkd.learner.config import TrainConfig
+    from dmmlkd.learner.loop import Setup
 
 # Sums over devices as (block rows) -> (sum, count); a distributed run adds its ranks' sums.
 RowSum = Callable[[Tensor, NDArray[np.bool_]], tuple[Tensor, int]]

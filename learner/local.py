@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from learner.generator import Generator
-from learner.models import Network, common_logits, fuse
+from dmmlkd.learner.generator import Generator
+from dmmlkd.learner.models import Network, common_logits, fuse
 
 
 @dataclass

@@ -12,23 +12,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from learner import clock
-from learner.config import TrainConfig
-from learner.data import MultiViewDataset, load_dataset
-from learner.energy import EnergyProfile, make_profile
-from learner.errors import ConfigError
-from learner.evaluate import eval_devices, evaluate
-from learner.generator import Generator, train_generator
-from learner.gossip import Mixing, gossip_average, mixing
-from learner.local import (
+from dmmlkd.learner import clock
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.data import MultiViewDataset, load_dataset
+from dmmlkd.learner.energy import EnergyProfile, make_profile
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.evaluate import eval_devices, evaluate
+from dmmlkd.learner.generator import Generator, train_generator
+from dmmlkd.learner.gossip import Mixing, gossip_average, mixing
+from dmmlkd.learner.local import (
     LocalData,
     LocalResult,
     LossWeights,
@@ -37,94 +37,16 @@ from learner.local import (
     local_training,
     ogm_ge_modulation,
 )
-from learner.methods import MethodSpec, get_method
-from learner.models import Network
-from learner.partition import dirichlet_partition, modality_availability
-from learner.topology import Topology, make_topology
-from metrics.balance import balance
-from metrics.energy import budget_limit_j, fits_budget, round_cycles
-from metrics.variation import SpeedTracker
-from userio import progress
-
-
-@dataclass
-class RoundState:
-    """What a policy sees at the start of a round."""
-
-    round: int
-    rounds_total: int
-    devices: list[str]
-    modalities: list[str]
-    holds: NDArray[np.bool_]
-    speed: NDArray[np.float64]
-    battery_j: NDArray[np.float64]
-    forward_j: NDArray[np.float64]
-    backward_j: NDArray[np.float64]
-    comm_j: NDArray[np.float64]
-    active: NDArray[np.bool_]
-    adjacency: Any  # (K, K) bool, scipy.sparse CSR (a dense one would be K x K)
-    tau_min: int
-    tau_max: int
-    local_iters: int
-    last_tau: NDArray[np.int64]
-    # Time and frequency (learner/clock.py): planning cycles per sample folded like forward_j /
-    # backward_j (which are at f_max), CPU levels (K, L) ascending, comm time (K,), deadline.
-    cpu_hz: NDArray[np.float64] | None = None  # (K,) f_max
-    cpu_levels_hz: NDArray[np.float64] | None = None
-    cycles_forward: NDArray[np.float64] | None = None
-    cycles_backward: NDArray[np.float64] | None = None
-    batch_size: int = 1
-    comm_time_s: NDArray[np.float64] | None = None
-    deadline_s: float | None = None
-
-
-@dataclass
-class PolicyDecision:
-    """A policy's answer: counts per device and modality, what to log, who it left out.
-
-    ``info`` holds scalars only (one column each in the per-round log; a name the loop uses
-    itself is logged as ``policy_<name>``); ``predicted_progress`` (K, M), when the policy
-    computes one, replaces the loop's own speed x tau in the per-device rows.
-    """
-
-    tau: NDArray[np.int64]
-    info: dict[str, Any] = field(default_factory=dict)
-    dropped: list[int] = field(default_factory=list)
-    predicted_progress: NDArray[np.float64] | None = None
-    cpu_hz: NDArray[np.float64] | None = None  # (K,) one of each device's levels; None: f_max
-
-
-class Policy(Protocol):
-    """The learner/allocator seam: a round's state in, the iteration table out."""
-
-    def __call__(self, state: RoundState) -> PolicyDecision | NDArray[np.integer[Any]]: ...
-
-
-def uniform_policy(state: RoundState) -> PolicyDecision:
-    """Same tau (local_iters) on every held modality, lowered per device as its battery allows."""
-    holds = state.holds & state.active[:, None]
-    per_iter = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
-    # The shared tolerance: a battery sized for exactly k rounds must pay the k-th in full.
-    affordable = np.floor((budget_limit_j(state.battery_j) - state.comm_j)
-                          / np.maximum(per_iter, 1e-300))
-    t = np.minimum(state.local_iters, affordable)
-    dropped = [int(k) for k in np.flatnonzero(state.active & (t < state.tau_min))]
-    t = np.where(t >= state.tau_min, t, 0)
-    return PolicyDecision(np.where(holds, t[:, None], 0).astype(np.int64), {"policy": "uniform"},
-                          dropped)
-
-
-def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
-    """Uniform tau, each device at its lowest CPU level that meets the round deadline."""
-    decision = uniform_policy(state)
-    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
-    assert state.cycles_forward is not None and state.cycles_backward is not None
-    cycles = round_cycles(decision.tau, state.holds, state.batch_size, state.cycles_forward,
-                          state.cycles_backward)
-    decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
-                                                 state.deadline_s)
-    decision.info["policy"] = "uniform-dvfs"
-    return decision
+from dmmlkd.learner.methods import MethodSpec, get_method
+from dmmlkd.learner.models import Network
+from dmmlkd.learner.partition import dirichlet_partition, modality_availability
+from dmmlkd.learner.policy import Policy, PolicyDecision, RoundState, as_decision
+from dmmlkd.learner.schedules import RandomSchedule, uniform_dvfs_policy, uniform_policy
+from dmmlkd.learner.topology import Topology, make_topology
+from dmmlkd.metrics.balance import balance
+from dmmlkd.metrics.energy import fits_budget
+from dmmlkd.metrics.variation import SpeedTracker
+from dmmlkd.userio import progress
 
 
 @dataclass
@@ -206,8 +128,6 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         if s.method.policy == "external" and policy is None:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
         if policy is None and s.method.policy == "random":
-            from learner.schedules import RandomSchedule  # imports this module
-
             policy = RandomSchedule(config.schedule_spread, config.seed)
         policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
                             else uniform_policy)
@@ -221,7 +141,7 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             speed = trainer.tracker.speed(s.holds)
             state = round_state(s, t, speed, battery, active, last_tau)
             t0 = time.perf_counter()
-            decision = _as_decision(policy(state))                  # tau = policy(state)
+            decision = as_decision(policy(state))                  # tau = policy(state)
             log.policy_s_round = time.perf_counter() - t0
             log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
@@ -330,20 +250,20 @@ class Trainer:
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
                 active: NDArray[np.bool_], last_tau: NDArray[np.int64]) -> RoundState:
     """What the policy sees at the start of round t (copies: a policy cannot change the run)."""
-    c = s.config
-    return RoundState(t, c.rounds, [f"dev{k}" for k in range(s.holds.shape[0])], list(s.data.views),
-                      s.holds.copy(), speed.copy(), battery.copy(), *s.profile.planning_energies(),
-                      s.profile.comm_j.copy(), active.copy(),
-                      s.topology.sparse_adjacency(), c.tau_min, c.tau_max, c.local_iters, last_tau.copy(),
-                      *_clock_state(s))
-
-
-def _clock_state(s: Setup) -> tuple[Any, ...]:
-    """RoundState's time-and-frequency fields (copies), in field order."""
-    p = s.profile
-    cycles = p.planning_cycles() if p.cycles_forward is not None else (None, None)
-    comm = p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz)
-    return (p.cpu_hz.copy(), p.levels_hz().copy(), *cycles, p.batch_size, comm, s.deadline_s)
+    c, p = s.config, s.profile
+    forward_j, backward_j = p.planning_energies()
+    cycles_forward, cycles_backward = p.planning_cycles() if p.cycles_forward is not None \
+        else (None, None)
+    return RoundState(
+        round=t, rounds_total=c.rounds, devices=[f"dev{k}" for k in range(s.holds.shape[0])],
+        modalities=list(s.data.views), holds=s.holds.copy(), speed=speed.copy(),
+        battery_j=battery.copy(), forward_j=forward_j, backward_j=backward_j,
+        comm_j=p.comm_j.copy(), active=active.copy(), adjacency=s.topology.sparse_adjacency(),
+        tau_min=c.tau_min, tau_max=c.tau_max, local_iters=c.local_iters, last_tau=last_tau.copy(),
+        cpu_hz=p.cpu_hz.copy(), cpu_levels_hz=p.levels_hz().copy(), cycles_forward=cycles_forward,
+        cycles_backward=cycles_backward, batch_size=p.batch_size,
+        comm_time_s=p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz),
+        deadline_s=s.deadline_s)
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
@@ -489,12 +409,6 @@ def torch_threads(n: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(previous)
 
-
-def _as_decision(out: PolicyDecision | NDArray[np.integer[Any]]) -> PolicyDecision:
-    """A policy's answer as a decision (a bare array is the tau table)."""
-    if isinstance(out, PolicyDecision):
-        return out
-    return PolicyDecision(np.asarray(out, dtype=np.int64))
 
 
 def _gossip_tensors(tensors: list[torch.Tensor], weights: Mixing) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learner.errors import ConfigError
+from dmmlkd.learner.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
-from learner.errors import ConfigError
+from dmmlkd.learner.errors import ConfigError
 
 # (shape of one sample, embed width) -> a module mapping (B, *shape) to (B, embed)
 EncoderFactory = Callable[[tuple[int, ...], int], nn.Module]

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from learner.errors import ConfigError
-from metrics.availability import random_availability
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.metrics.availability import random_availability
 
 
 def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,

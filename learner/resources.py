@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from learner.config import TrainConfig
-from learner.errors import ConfigError
-from userio import available_memory_bytes
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.userio import available_memory_bytes
 
 PARAM_COPIES = 6  # parameters, gradients, momentum, gossip result, variation snapshot, slack
 FLOAT_BYTES = 4  # float32 tensors
@@ -37,7 +37,7 @@ def _data_shape(config: TrainConfig) -> tuple[list[int], int, int]:
         if config.views is not None:  # synthetic views are named m0, m1, ...
             dims = [d for i, d in enumerate(dims) if f"m{i}" in config.views] or dims
         return dims, config.n_samples, 10
-    from learner.data import load_dataset  # real data sets are on disk already: read their shape
+    from dmmlkd.learner.data import load_dataset  # real data sets are on disk already: read their shape
 
     data = load_dataset(config.dataset, config.views, seed=config.seed)
     n = int(data.train_labels.size + next(iter(data.test.values())).shape[0])

@@ -13,8 +13,36 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from learner.loop import PolicyDecision, RoundState, uniform_policy
-from metrics.energy import computation_energy_j, fits_budget
+from dmmlkd.learner import clock
+from dmmlkd.learner.policy import PolicyDecision, RoundState
+from dmmlkd.metrics.energy import budget_limit_j, computation_energy_j, fits_budget, round_cycles
+
+
+def uniform_policy(state: RoundState) -> PolicyDecision:
+    """Same tau (local_iters) on every held modality, lowered per device as its battery allows."""
+    holds = state.holds & state.active[:, None]
+    per_iter = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
+    # The shared tolerance: a battery sized for exactly k rounds must pay the k-th in full.
+    affordable = np.floor((budget_limit_j(state.battery_j) - state.comm_j)
+                          / np.maximum(per_iter, 1e-300))
+    t = np.minimum(state.local_iters, affordable)
+    dropped = [int(k) for k in np.flatnonzero(state.active & (t < state.tau_min))]
+    t = np.where(t >= state.tau_min, t, 0)
+    return PolicyDecision(np.where(holds, t[:, None], 0).astype(np.int64), {"policy": "uniform"},
+                          dropped)
+
+
+def uniform_dvfs_policy(state: RoundState) -> PolicyDecision:
+    """Uniform tau, each device at its lowest CPU level that meets the round deadline."""
+    decision = uniform_policy(state)
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    cycles = round_cycles(decision.tau, state.holds, state.batch_size, state.cycles_forward,
+                          state.cycles_backward)
+    decision.cpu_hz = clock.lowest_level_meeting(cycles, state.cpu_levels_hz, state.comm_time_s,
+                                                 state.deadline_s)
+    decision.info["policy"] = "uniform-dvfs"
+    return decision
 
 
 @dataclass

@@ -15,8 +15,8 @@ from numpy.typing import NDArray
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from learner.errors import ConfigError
-from metrics.energy import path_gain
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.metrics.energy import path_gain
 
 TOPOLOGIES = ("ring", "torus", "erdos-renyi", "geometric", "complete")
 

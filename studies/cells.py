@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from userio import atomic_write
+from dmmlkd.userio import atomic_write
 
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
@@ -24,7 +24,7 @@ FILES_KEY = "_files"  # payload key: a train cell's output files, {relative path
 
 def solve_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Generate the instance and solve it; the allocation summary."""
-    from allocator import generate_problem, solve
+    from dmmlkd.allocator import generate_problem, solve
 
     problem = generate_problem(seed=seed, **{k: params[k] for k in GENERATE_KEYS if k in params})
     alloc = solve(problem, params.get("method", "heuristic"),
@@ -54,8 +54,8 @@ def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from learner.config import config_from_dict
-    from studies.training import run_train
+    from dmmlkd.bridge.training import run_train
+    from dmmlkd.learner.config import config_from_dict
 
     config = config_from_dict({**params, "seed": seed}, "study cell")
     with tempfile.TemporaryDirectory(prefix="dmmlkd-cell-") as tmp:

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from learner.config import TrainConfig
-from studies import style
-from studies.outputs import atomic_dir
-from studies.spec import StudyError
-from userio import progress
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.studies import style
+from dmmlkd.studies.outputs import atomic_dir
+from dmmlkd.studies.spec import StudyError
+from dmmlkd.userio import progress
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
                    "modality-dropout")
@@ -27,7 +27,7 @@ def _one(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any
     import torch
 
     torch.set_num_threads(1)
-    from studies.training import run_train_full
+    from dmmlkd.bridge.training import run_train_full
 
     result = run_train_full(config)
     history = result.rounds.assign(method=config.method, seed=config.seed)
@@ -203,7 +203,7 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
                      reference: str | None = "dmml-kd") -> str:
     """Write tables, figures and the config atomically; return the Markdown final table (and
     the paired deltas against ``reference``, when it is among the methods)."""
-    from studies.bench import to_markdown
+    from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     paired = paired_differences(finals, reference) \
         if reference is not None and reference in methods and len(methods) > 1 else None

@@ -3,6 +3,6 @@
 Kept so that ``from studies.outputs import atomic_dir`` goes on working.
 """
 
-from userio.outputs import MANIFEST, atomic_dir, check_out_dir
+from dmmlkd.userio.outputs import MANIFEST, atomic_dir, check_out_dir
 
 __all__ = ["MANIFEST", "atomic_dir", "check_out_dir"]

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studies import style
-from studies.spec import StudySpec
+from dmmlkd.studies import style
+from dmmlkd.studies.spec import StudySpec
 
 
 def _numeric_keys(spec: StudySpec) -> list[str]:
@@ -35,7 +35,7 @@ def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
         return []
     if spec.kind in ("morris", "sobol"):
         if tables is None:
-            from studies.report import analyse
+            from dmmlkd.studies.report import analyse
 
             tables = analyse(spec, results)
         if spec.kind == "morris":

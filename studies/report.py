@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from studies.spec import StudySpec
-from userio import atomic_write, atomic_write_text
+from dmmlkd.studies.spec import StudySpec
+from dmmlkd.userio import atomic_write, atomic_write_text
 
 GRID_OUTPUTS = {
     "solve": ("objective", "imbalance_network", "energy_total_j", "total_time_s"),
@@ -53,11 +53,11 @@ def analyse(spec: StudySpec, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if results.empty:
         return {}
     if spec.kind == "morris":
-        from studies.morris import analyse as morris_analyse
+        from dmmlkd.studies.morris import analyse as morris_analyse
 
         return {"morris": morris_analyse(results, spec.morris, spec.outputs)}
     if spec.kind == "sobol":
-        from studies.sobol import analyse as sobol_analyse
+        from dmmlkd.studies.sobol import analyse as sobol_analyse
 
         indices, second, trend = sobol_analyse(results, spec.sobol, spec.outputs)
         return {"indices": indices, "s2": second, "convergence": trend}
@@ -119,7 +119,7 @@ def _indices_table(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> pd.DataF
 def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.DataFrame],
                  figures: list[Path], out_dir: Path) -> Path:
     """DIR/report.md: what was run, what came out, where the figures are."""
-    from studies.bench import to_markdown
+    from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     failed = int((results["status"] == "error").sum()) if "status" in results else 0
     lines = [f"# Study `{spec.name}` ({spec.kind})", "",
@@ -155,8 +155,8 @@ def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.Da
 
 def finish_study(out_dir: Path) -> tuple[list[Path], Path]:
     """Indices, figures and report.md of a study folder from its results; (figures, report)."""
-    from studies.plots import draw
-    from studies.runner import load_study
+    from dmmlkd.studies.plots import draw
+    from dmmlkd.studies.runner import load_study
 
     out_dir = Path(out_dir)
     spec, results = load_study(out_dir)

@@ -24,10 +24,10 @@ from typing import Any, TextIO
 import pandas as pd
 import tomli_w
 
-from studies.cells import FILES_KEY, run_cell, write_files
-from studies.spec import Cell, StudyError, StudySpec, parse_spec
-from userio import atomic_write, atomic_write_text, read_toml
-from userio import progress as progress_bar
+from dmmlkd.studies.cells import FILES_KEY, run_cell, write_files
+from dmmlkd.studies.spec import Cell, StudyError, StudySpec, parse_spec
+from dmmlkd.userio import atomic_write, atomic_write_text, read_toml
+from dmmlkd.userio import progress as progress_bar
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
 PROGRESS_EVERY_S = 5.0  # a plain progress line this often when stderr is not a terminal

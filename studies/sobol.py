@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studies.morris import problem
+from dmmlkd.studies.morris import problem
 
 
 def sobol_matrix(sobol: dict[str, Any]) -> np.ndarray:

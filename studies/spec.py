@@ -45,7 +45,7 @@ class StudyError(ValueError):
 
 def train_keys() -> frozenset[str]:
     """Options a train study may set (the fields of the learner's TrainConfig)."""
-    from learner.config import TrainConfig
+    from dmmlkd.learner.config import TrainConfig
 
     return frozenset(f.name for f in fields(TrainConfig)) - {"seed"}
 
@@ -100,11 +100,11 @@ class StudySpec:
     def design(self) -> list[tuple[dict[str, Any], dict[str, int]]]:
         """(factor values, place in the design) for every design point, in design order."""
         if self.kind == "morris":
-            from studies.morris import morris_design
+            from dmmlkd.studies.morris import morris_design
 
             return morris_design(self.morris)
         if self.kind == "sobol":
-            from studies.sobol import sobol_design
+            from dmmlkd.studies.sobol import sobol_design
 
             return sobol_design(self.sobol)
         keys = list(self.grid)
@@ -238,6 +238,6 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study TOML file."""
-    from userio import read_toml
+    from dmmlkd.userio import read_toml
 
     return parse_spec(read_toml(path, StudyError), str(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studies.cli import main
+from dmmlkd.cli import main
 
 
 @pytest.fixture

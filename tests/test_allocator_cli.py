@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from allocator import generate_problem, solve
-from allocator.io import problem_from_dict, read_problem, write_problem
+from dmmlkd.allocator import generate_problem, solve
+from dmmlkd.allocator.io import problem_from_dict, read_problem, write_problem
 
 GOOD = """
 [problem]
@@ -172,7 +172,7 @@ def test_bad_json_and_missing_file(cli, tmp_path: Path) -> None:
 def test_real_console_script_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(BAD_CASES["unknown modality"][0])
-    proc = subprocess.run([sys.executable, "-m", "studies.cli", "solve", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "solve", str(path)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -180,7 +180,7 @@ def test_real_console_script_no_traceback(tmp_path: Path) -> None:
 
 
 def test_evaluate_by_hand_both_scopes(good_file: Path) -> None:
-    from allocator import evaluate
+    from dmmlkd.allocator import evaluate
 
     problem = read_problem(good_file)
     # dev0: audio 10, image 4 -> progress 0.2, 0.2; dev1: imu 12 -> 0.12 (weight 2).

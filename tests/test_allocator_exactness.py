@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allocator import Problem, ProblemError, evaluate, generate_problem, solve, violations
-from allocator.matrix import build_highs
-from metrics.energy import computation_energy_j
+from dmmlkd.allocator import Problem, ProblemError, evaluate, generate_problem, solve, violations
+from dmmlkd.allocator.matrix import build_highs
+from dmmlkd.metrics.energy import computation_energy_j
 
 
 def brute_force(problem: Problem) -> tuple[float, np.ndarray]:

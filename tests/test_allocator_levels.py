@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from allocator import Problem, ProblemError, evaluate, solve, violations
-from metrics.energy import fits_budget, fits_deadline
+from dmmlkd.allocator import Problem, ProblemError, evaluate, solve, violations
+from dmmlkd.metrics.energy import fits_budget, fits_deadline
 
 
 def level_problem(seed: int, scope: str, devices: int = 2, modalities: int = 2,
@@ -131,7 +131,7 @@ def test_operating_point_by_hand() -> None:
 
 
 def test_no_levels_keeps_the_old_model() -> None:
-    from allocator import generate_problem
+    from dmmlkd.allocator import generate_problem
 
     p = generate_problem(devices=5, modalities=3, seed=3)
     alloc = solve(p, "heuristic")
@@ -164,7 +164,7 @@ def test_level_fields_are_validated(changes: dict, message: str) -> None:
 
 @pytest.mark.parametrize("scope", ["device", "network"])
 def test_heuristic_within_one_percent_of_exact_with_levels(scope: str) -> None:
-    from allocator import generate_problem
+    from dmmlkd.allocator import generate_problem
 
     for seed in range(3):
         problem = generate_problem(devices=12, modalities=4, cpu_levels=4, deadline_scale=0.8,

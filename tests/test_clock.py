@@ -7,11 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from learner import clock
-from learner.config import TrainConfig
-from learner.errors import ConfigError
-from learner.loop import PolicyDecision, RoundState, build, run, uniform_policy
-from metrics.energy import round_cycles
+from dmmlkd.learner import clock
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.loop import build, run
+from dmmlkd.learner.policy import PolicyDecision, RoundState
+from dmmlkd.learner.schedules import uniform_policy
+from dmmlkd.metrics.energy import round_cycles
 
 
 def synthetic(**kw) -> TrainConfig:
@@ -224,7 +226,7 @@ def test_levels_brute_force_energy_time_tradeoff() -> None:
 # -- the allocator choosing tau and CPU level (studies/dvfs.py) ------------------------------------
 
 def test_allocator_with_levels_is_feasible_in_energy_and_time_every_round() -> None:
-    from studies.training import run_train_full
+    from dmmlkd.bridge.training import run_train_full
 
     cfg = synthetic(devices=4, rounds=3, method="dmml-kd-balance-dvfs", deadline=0.15)
     result = run_train_full(cfg)
@@ -276,8 +278,8 @@ def tiny_state(deadline: float | None, battery: float = 10.0) -> RoundState:
 
 @pytest.mark.parametrize("deadline", [None, 0.06, 0.12])
 def test_allocator_with_levels_matches_brute_force_on_a_tiny_round(deadline) -> None:
-    from allocator.result import evaluate
-    from studies.dvfs import DvfsAllocatorPolicy, build_dvfs_problem, control_round_energy
+    from dmmlkd.allocator.result import evaluate
+    from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy, build_dvfs_problem, control_round_energy
 
     state = tiny_state(deadline)
     problem, members, _, late = build_dvfs_problem(state)
@@ -314,7 +316,7 @@ def test_allocator_with_levels_matches_brute_force_on_a_tiny_round(deadline) -> 
 
 
 def test_a_device_that_cannot_meet_the_deadline_runs_tau_min_at_f_max() -> None:
-    from studies.dvfs import DvfsAllocatorPolicy
+    from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy
 
     # d1 needs 32 x 3e5 cycles / 1e9 Hz + 0.02 s = 0.0296 s for tau_min at f_max.
     state = tiny_state(0.025)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.data import BASICMOTIONS_VIEWS, MFEAT_VIEWS, MultiViewDataset, load_dataset
-from learner.errors import ConfigError
-from learner.partition import dirichlet_partition, modality_availability
+from dmmlkd.learner.data import BASICMOTIONS_VIEWS, MFEAT_VIEWS, MultiViewDataset, load_dataset
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.partition import dirichlet_partition, modality_availability
 
 MFEAT_DIMS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
 
@@ -27,7 +27,7 @@ def mfeat() -> MultiViewDataset:
 
 @pytest.fixture(scope="module")
 def mfeat_raw() -> dict[str, np.ndarray]:
-    with resources.files("learner").joinpath("data/mfeat.npz").open("rb") as fh:
+    with resources.files("dmmlkd.learner").joinpath("data/mfeat.npz").open("rb") as fh:
         archive = np.load(fh)
         return {name: archive[name] for name in archive.files}
 
@@ -395,7 +395,7 @@ def test_broken_file_refused_in_a_real_process(tmp_path) -> None:
     # The same as a user runs it, in its own process (one case: a process start costs seconds;
     # every case goes through the same CLI path in the test above).
     path, message = _bad_files(tmp_path)["nan"]
-    proc = subprocess.run([sys.executable, "-m", "studies.cli", "train", "--dataset", str(path),
+    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--dataset", str(path),
                            "--devices", "2", "--rounds", "1", "--quiet"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
@@ -407,7 +407,7 @@ def test_broken_file_refused_in_a_real_process(tmp_path) -> None:
 
 
 def test_basicmotions_shipped_with_its_official_split() -> None:
-    with resources.files("learner").joinpath("data/basicmotions.npz").open("rb") as fh:
+    with resources.files("dmmlkd.learner").joinpath("data/basicmotions.npz").open("rb") as fh:
         raw = dict(np.load(fh))
     assert raw["view_acc"].shape == raw["view_gyro"].shape == (80, 3, 100)
     np.testing.assert_array_equal(raw["split"], np.repeat([0, 1], 40))

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from learner.distributed import BlockRng, block_bounds, make_halo
-from learner.topology import make_topology
+from dmmlkd.learner.distributed import BlockRng, block_bounds, make_halo
+from dmmlkd.learner.topology import make_topology
 
 
 def test_blocks_are_contiguous_and_balanced() -> None:

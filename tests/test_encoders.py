@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from learner.config import TrainConfig
-from learner.energy import make_profile
-from learner.errors import ConfigError
-from learner.local import LocalData, Optimizer, flatten_block, local_training
-from learner.loop import build, run
-from learner.models import CNN_CHANNELS, ENC, Network, cnn1d_encoder, cnn2d_encoder, predict
-from learner.topology import make_topology
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.energy import make_profile
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.local import LocalData, Optimizer, flatten_block, local_training
+from dmmlkd.learner.loop import build, run
+from dmmlkd.learner.models import CNN_CHANNELS, ENC, Network, cnn1d_encoder, cnn2d_encoder, predict
+from dmmlkd.learner.topology import make_topology
 
 
 def _perturbed(net: Network, seed: int = 1) -> Network:
@@ -60,7 +60,7 @@ def test_cnn_batched_over_devices_equals_a_per_device_loop(shape, factory, kind)
 
 
 def test_shared_input_evaluation_is_chunked_without_changing_outputs(monkeypatch) -> None:
-    import learner.models as models
+    import dmmlkd.learner.models as models
 
     net = _perturbed(Network.create(6, [(2, 12)], n_classes=3, seed=3))
     x = torch.randn(9, 2, 12, generator=torch.Generator().manual_seed(0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metrics.energy import communication_energy_j, computation_energy_j, iteration_energy_j
+from dmmlkd.metrics.energy import communication_energy_j, computation_energy_j, iteration_energy_j
 
 
 def test_computation_energy_by_hand() -> None:
@@ -25,7 +25,7 @@ def test_iteration_and_communication_energy_by_hand() -> None:
 
 
 def test_round_cycles_and_deadline_rule_by_hand() -> None:
-    from metrics.energy import fits_deadline, round_cycles
+    from dmmlkd.metrics.energy import fits_deadline, round_cycles
 
     # B = 10, tau = (3, 1): L = 3 forward passes of both (1e5 + 2e5) + 3 x 4e5 + 1 x 6e5
     # backward = 10 * (9e5 + 1.8e6) = 2.7e7 cycles.
@@ -40,14 +40,14 @@ def test_round_cycles_and_deadline_rule_by_hand() -> None:
 def test_generator_and_learner_share_the_fleet_constants() -> None:
     import inspect
 
-    from learner.energy import make_profile
-    from metrics.energy import BANDWIDTH_HZ, CPU_RANGE_HZ, TX_POWER_W
+    from dmmlkd.learner.energy import make_profile
+    from dmmlkd.metrics.energy import BANDWIDTH_HZ, CPU_RANGE_HZ, TX_POWER_W
 
     defaults = inspect.signature(make_profile).parameters
     assert defaults["cpu_range_hz"].default == CPU_RANGE_HZ
     assert defaults["bandwidth_hz"].default == BANDWIDTH_HZ
     assert defaults["tx_power_w"].default == TX_POWER_W
-    from allocator import generate_problem
+    from dmmlkd.allocator import generate_problem
 
     problem = generate_problem(devices=200, modalities=2, cpu_levels=1, seed=0)
     # One level per device = its f_max, drawn from the shared CPU range.
@@ -56,9 +56,9 @@ def test_generator_and_learner_share_the_fleet_constants() -> None:
 
 
 def test_random_availability_is_one_function() -> None:
-    from allocator.generate import random_availability as from_generator
-    from learner.partition import modality_availability
-    from metrics.availability import random_availability
+    from dmmlkd.allocator.generate import random_availability as from_generator
+    from dmmlkd.learner.partition import modality_availability
+    from dmmlkd.metrics.availability import random_availability
 
     assert from_generator is random_availability
     drawn = random_availability(9, 3, 0.5, np.random.default_rng(4))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import Problem, solve, violations
-from learner.config import TrainConfig
-from learner.energy import EnergyProfile
-from learner.loop import build
+from dmmlkd.allocator import Problem, solve, violations
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.energy import EnergyProfile
+from dmmlkd.learner.loop import build
 
 
 def test_round_cost_per_rule_by_hand() -> None:
@@ -41,7 +41,7 @@ def test_allocator_accepts_zero_forward_energy_and_solves_exactly() -> None:
 
 
 def test_negative_forward_energy_still_rejected() -> None:
-    from allocator import ProblemError
+    from dmmlkd.allocator import ProblemError
 
     with pytest.raises(ProblemError, match="forward_energy for 'a' must be >= 0"):
         Problem(modalities=("a",), devices=("d",), holds=np.ones((1, 1), bool),

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import learner.loop as loop
-from learner.config import TrainConfig
-from learner.loop import PolicyDecision, RoundState, build, run, uniform_policy
-from learner.methods import MethodSpec, get_method, method_names, register_method
-from metrics.variation import parameter_variation
-from studies.training import run_train_full
+import dmmlkd.learner.loop as loop
+from dmmlkd.bridge.training import run_train_full
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.loop import build, run
+from dmmlkd.learner.methods import MethodSpec, get_method, method_names, register_method
+from dmmlkd.learner.policy import PolicyDecision, RoundState
+from dmmlkd.learner.schedules import uniform_policy
+from dmmlkd.metrics.variation import parameter_variation
 
 
 def synthetic(**kw) -> TrainConfig:
@@ -227,10 +229,12 @@ def test_uniform_policy_respects_battery() -> None:
     cfg = synthetic(rounds=1)
     s = build(cfg)
     battery = s.profile.cheapest_round(s.holds, 1) * 1.01
-    state = RoundState(0, 1, ["a", "b", "c", "d"], list(s.data.views), s.holds,
-                       np.ones(s.holds.shape), battery, s.profile.forward_j, s.profile.backward_j,
-                       s.profile.comm_j, np.ones(4, bool), s.topology.adjacency, 1, 20, 5,
-                       np.zeros(s.holds.shape, int))
+    state = RoundState(round=0, rounds_total=1, devices=["a", "b", "c", "d"],
+                       modalities=list(s.data.views), holds=s.holds, speed=np.ones(s.holds.shape),
+                       battery_j=battery, forward_j=s.profile.forward_j,
+                       backward_j=s.profile.backward_j, comm_j=s.profile.comm_j,
+                       active=np.ones(4, bool), adjacency=s.topology.adjacency, tau_min=1,
+                       tau_max=20, local_iters=5, last_tau=np.zeros(s.holds.shape, int))
     decision = uniform_policy(state)
     assert (decision.tau[s.holds] == 1).all() and not decision.dropped
     state.battery_j = battery * 0.5
@@ -374,7 +378,7 @@ def test_summary_reports_validation_metrics_from_the_validation_split() -> None:
     test_rows = {r.tobytes() for r in s.data.test["m0"]}
     assert not any(r.tobytes() in test_rows for r in s.data.val["m0"])  # disjoint from test
     # By hand: the consensus model is the device average of every block (all devices active).
-    from learner.models import Network, predict
+    from dmmlkd.learner.models import Network, predict
 
     mean = lambda b: {k: t.detach().mean(0, keepdim=True) for k, t in b.items()}  # noqa: E731
     consensus = Network([mean(b) for b in s.net.blocks], mean(s.net.shared), s.net.n_classes,

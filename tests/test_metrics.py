@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrics.accuracy import accuracy, consensus_distance
-from metrics.balance import balance, device_imbalance, network_imbalance, network_progress, progress
-from metrics.variation import SpeedTracker, flatten_params, parameter_variation
+from dmmlkd.metrics.accuracy import accuracy, consensus_distance
+from dmmlkd.metrics.balance import balance, device_imbalance, network_imbalance, network_progress, progress
+from dmmlkd.metrics.variation import SpeedTracker, flatten_params, parameter_variation
 
 # ---------------------------------------------------------------- parameter variation
 
@@ -181,7 +181,7 @@ def test_paired_differences_by_hand() -> None:
     = 4.3027 (tables), half-width 4.3027 x 0.01 / sqrt(3) = 0.024841."""
     import pandas as pd
 
-    from studies.compare import paired_differences, paired_table
+    from dmmlkd.studies.compare import paired_differences, paired_table
 
     finals = pd.DataFrame({
         "method": ["ref"] * 3 + ["new"] * 3 + ["one"],

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from learner.generator import Generator, train_generator
-from learner.local import LocalData, LossWeights, Optimizer, local_training, ogm_ge_modulation
-from learner.models import Network, encode, fuse, predict
-from metrics.variation import parameter_variation
+from dmmlkd.learner.generator import Generator, train_generator
+from dmmlkd.learner.local import LocalData, LossWeights, Optimizer, local_training, ogm_ge_modulation
+from dmmlkd.learner.models import Network, encode, fuse, predict
+from dmmlkd.metrics.variation import parameter_variation
 
 
 def tiny_setup(seed: int = 0, devices: int = 2):

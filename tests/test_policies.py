@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from allocator import violations
-from studies.policies import AllocatorPolicy, build_problem
+from dmmlkd.allocator import violations
+from dmmlkd.bridge.policies import AllocatorPolicy, build_problem
 
 
 def make_state(**changes):

@@ -4,7 +4,7 @@ one line on stderr with exit code 2, before any work.
 The independent truths: the user's files and their bytes (written here, compared after), the
 file modes ``stat`` reports, a hard address-space limit (a run that allocated before refusing
 would die of MemoryError with a traceback), and the field that the test itself made absurd.
-Command-line cases run ``python -m studies.cli`` in a subprocess (the real command line);
+Command-line cases run ``python -m dmmlkd.cli`` in a subprocess (the real command line);
 the long parametrised list of config fields uses the in-process ``cli`` fixture (the same
 ``main``) to keep the suite fast.
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from learner.config import BUDGET_RULES, SOLVERS, TrainConfig, field_docs
-from learner.errors import ConfigError
-from userio import MANIFEST, OutputError, atomic_dir, atomic_write_text, progress, read_toml
+from dmmlkd.learner.config import BUDGET_RULES, SOLVERS, TrainConfig, field_docs
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.userio import MANIFEST, OutputError, atomic_dir, atomic_write_text, progress, read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "synthetic", "--devices", "2", "--rounds", "1"]
@@ -50,7 +50,7 @@ def dmmlkd(*args: str, cwd: Path | None = None, memory_limit: int | None = None,
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "studies.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, preexec_fn=limits)
 
 
@@ -214,7 +214,7 @@ def test_new_files_and_folders_follow_the_umask(tmp_path: Path) -> None:
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
-    from userio import atomic_write
+    from dmmlkd.userio import atomic_write
 
     path = tmp_path / "results.parquet"
     path.write_text("old")
@@ -248,7 +248,7 @@ def test_compare_counts_every_run_and_names_the_field(tmp_path: Path) -> None:
 
 
 def test_memory_estimate_grows_with_the_run() -> None:
-    from learner.resources import run_bytes
+    from dmmlkd.learner.resources import run_bytes
 
     shape = ([32, 32], 1200, 10)
     small = run_bytes(TrainConfig(dataset="synthetic", devices=4), shape)
@@ -400,8 +400,8 @@ def test_validation_accepts_the_edges_it_claims() -> None:
 
 
 def test_config_choices_match_the_allocator_and_the_policies() -> None:
-    from allocator.solvers import METHODS
-    from studies.policies import BUDGET_RULES as POLICY_RULES
+    from dmmlkd.allocator.solvers import METHODS
+    from dmmlkd.bridge.policies import BUDGET_RULES as POLICY_RULES
 
     assert set(SOLVERS) == set(METHODS)
     assert set(BUDGET_RULES) == set(POLICY_RULES)

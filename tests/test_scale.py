@@ -12,16 +12,16 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.config import TrainConfig
-from learner.errors import ConfigError
-from learner.evaluate import consensus_network, device_accuracy, eval_devices, evaluate
-from learner.generator import Generator, train_generator
-from learner.gossip import gossip_average, metropolis_weights, mixing
-from learner.loop import build, run
-from learner.models import predict
-from learner.partition import dirichlet_partition
-from learner.topology import Topology, edges_connected, is_connected, make_topology
-from metrics.accuracy import accuracy
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.evaluate import consensus_network, device_accuracy, eval_devices, evaluate
+from dmmlkd.learner.generator import Generator, train_generator
+from dmmlkd.learner.gossip import gossip_average, metropolis_weights, mixing
+from dmmlkd.learner.loop import build, run
+from dmmlkd.learner.models import predict
+from dmmlkd.learner.partition import dirichlet_partition
+from dmmlkd.learner.topology import Topology, edges_connected, is_connected, make_topology
+from dmmlkd.metrics.accuracy import accuracy
 
 
 @st.composite
@@ -99,7 +99,7 @@ def test_sparse_gossip_equals_dense_product(graph, seed: int) -> None:
 
 def test_sparse_gossip_of_a_block_is_bitwise_the_full_step() -> None:
     """A device's result does not depend on which other devices are computed (distributed)."""
-    from learner.gossip import gossip_rows
+    from dmmlkd.learner.gossip import gossip_rows
 
     topo = make_topology("erdos-renyi", 40, seed=2)
     mix = mixing(topo.neighbor_table, np.random.default_rng(0).random(40) < 0.7)
@@ -115,7 +115,7 @@ def test_sparse_gossip_of_a_block_is_bitwise_the_full_step() -> None:
 
 def _dense_generator_step(generator, w, b, adj, active, steps, batch, lr, gen):
     """The replaced O(K^2 B) implementation: every generator against every classifier."""
-    from learner.generator import _adam_step
+    from dmmlkd.learner.generator import _adam_step
 
     K = w.shape[0]
     listen = torch.as_tensor((adj | np.eye(K, dtype=bool)) & active[None, :] & active[:, None],
@@ -174,7 +174,7 @@ def _cfg(**kw) -> TrainConfig:
 
 
 def test_device_accuracy_in_chunks_equals_one_prediction_per_device(monkeypatch) -> None:
-    import learner.evaluate as ev
+    import dmmlkd.learner.evaluate as ev
 
     s = build(_cfg())
     views = [torch.as_tensor(s.data.test[v]) for v in s.data.views]
@@ -238,7 +238,7 @@ def test_eval_options_are_validated() -> None:
 
 
 def test_mfeat_caps_out_at_160_devices() -> None:
-    from learner.data import load_dataset
+    from dmmlkd.learner.data import load_dataset
 
     labels = load_dataset("mfeat", val_fraction=0.0).train_labels
     assert labels.size == 1600  # 160 devices x 10 samples by count
@@ -256,7 +256,7 @@ def test_mfeat_caps_out_at_160_devices() -> None:
 
 
 def test_bench_sizes_data_to_25_training_samples_per_device() -> None:
-    from studies.bench_learner import measure, n_samples_for
+    from dmmlkd.benchmarks.bench_learner import measure, n_samples_for
 
     for K in (8, 64):
         cfg = _cfg(devices=K, n_samples=n_samples_for(K), min_samples=5)
@@ -271,7 +271,7 @@ def test_bench_sizes_data_to_25_training_samples_per_device() -> None:
 def test_bench_targets_read_the_table() -> None:
     import pandas as pd
 
-    from studies.bench_learner import targets
+    from dmmlkd.benchmarks.bench_learner import targets
 
     frame = pd.DataFrame({"devices": [256, 4_096, 10_000], "rounds": [3, 3, 3],
                           "vs_256": [1.0, 1.2, 1.3], "peak_rss_gb": [1.0, 3.0, 9.5]})

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from studies.cells import ishigami
-from studies.runner import STOP_AFTER_ENV, read_journal
-from studies.sobol import analyse, block_size, sobol_design, sobol_matrix
+from dmmlkd.studies.cells import ishigami
+from dmmlkd.studies.runner import STOP_AFTER_ENV, read_journal
+from dmmlkd.studies.sobol import analyse, block_size, sobol_design, sobol_matrix
 
 PI = math.pi
 RANGES = {"x1": [-PI, PI], "x2": [-PI, PI], "x3": [-PI, PI]}

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studies.morris import analyse as morris_analyse
-from studies.morris import morris_design, morris_matrix, problem
-from studies.runner import STOP_AFTER_ENV, read_journal
+from dmmlkd.studies.morris import analyse as morris_analyse
+from dmmlkd.studies.morris import morris_design, morris_matrix, problem
+from dmmlkd.studies.runner import STOP_AFTER_ENV, read_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def dmmlkd(*args: str, timeout: float = 180, **popen: object) -> subprocess.CompletedProcess:
     """The real command line in a fresh process: (returncode, stdout, stderr)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "studies.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT, **popen)
 
 SPEC = """
@@ -143,9 +143,9 @@ def test_changed_spec_refused_unless_forced(cli, spec_file: Path, tmp_path: Path
 
 def test_progress_lines_when_stderr_is_not_a_terminal(cli, spec_file: Path, tmp_path: Path,
                                                       monkeypatch) -> None:
-    import studies.runner
+    from dmmlkd.studies import runner
 
-    monkeypatch.setattr(studies.runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
     spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", "budget_scale = [1.0, -1.0]"))
     code, _, err = cli("study", str(spec_file), "--out", str(tmp_path / "out"))
     assert code == 1
@@ -204,7 +204,7 @@ def test_sigterm_ends_workers_and_keeps_the_journal(tmp_path: Path) -> None:
     spec.write_text(SLOW_SPEC)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "studies.cli", "study", str(spec), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "dmmlkd.cli", "study", str(spec), "--out",
                              str(out), "--jobs", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
@@ -450,7 +450,7 @@ def test_plot_refuses_a_folder_that_is_neither(cli, tmp_path: Path) -> None:
 
 
 def test_style_one_legend_distinct_lines_honest_colour_scale_three_formats(tmp_path: Path) -> None:
-    from studies import style
+    from dmmlkd.studies import style
 
     plt = style.apply()
     fig, axes = plt.subplots(1, 2)

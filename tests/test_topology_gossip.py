@@ -8,10 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.errors import ConfigError
-from learner.gossip import gossip_average, metropolis_weights, modality_gossip
-from learner.topology import TOPOLOGIES, Topology, is_connected, make_topology, weakest_link_gain
-from metrics.energy import path_gain
+from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.gossip import gossip_average, metropolis_weights, modality_gossip
+from dmmlkd.learner.topology import TOPOLOGIES, Topology, is_connected, make_topology, weakest_link_gain
+from dmmlkd.metrics.energy import path_gain
 
 
 @st.composite

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tomllib
 
-from userio import MANIFEST
+from dmmlkd.userio import MANIFEST
 
 TINY = ["--dataset", "synthetic", "--devices", "3", "--rounds", "2", "--quiet"]
 

@@ -6,12 +6,12 @@ Each reader/writer takes the caller's error type, so a problem file still fails 
 ``ProblemError`` and a learner config with ``ConfigError``.
 """
 
-from userio.atomic import atomic_write, atomic_write_text, file_mode, folder_mode
-from userio.errors import OutputError, UserError
-from userio.memory import available_memory_bytes
-from userio.outputs import MANIFEST, atomic_dir, check_creatable, check_out_dir, probe_writable
-from userio.progress import progress
-from userio.toml import loads_toml, read_toml
+from dmmlkd.userio.atomic import atomic_write, atomic_write_text, file_mode, folder_mode
+from dmmlkd.userio.errors import OutputError, UserError
+from dmmlkd.userio.memory import available_memory_bytes
+from dmmlkd.userio.outputs import MANIFEST, atomic_dir, check_creatable, check_out_dir, probe_writable
+from dmmlkd.userio.progress import progress
+from dmmlkd.userio.toml import loads_toml, read_toml
 
 __all__ = [
     "MANIFEST", "OutputError", "UserError", "atomic_dir", "atomic_write", "atomic_write_text",

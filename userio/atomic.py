@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from userio.errors import OutputError
+from dmmlkd.userio.errors import OutputError
 
 
 def _umask() -> int:

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from userio.atomic import atomic_write_text, folder_mode
-from userio.errors import OutputError
+from dmmlkd.userio.atomic import atomic_write_text, folder_mode
+from dmmlkd.userio.errors import OutputError
 
 MANIFEST = ".dmmlkd-manifest.json"
 STAGING_PREFIX = ".dmmlkd-staging."  # our temporary folders (a crash may leave one behind)

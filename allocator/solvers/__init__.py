@@ -5,23 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from allocator.errors import ProblemError
-from allocator.problem import Problem
-from allocator.result import Allocation
+from dmmlkd.allocator.errors import ProblemError
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation
 
 
 def _heuristic(problem: Problem, **options: Any) -> Allocation:
     if problem.scope == "device":
-        from allocator.solvers.breakpoint import solve_breakpoint
+        from dmmlkd.allocator.solvers.breakpoint import solve_breakpoint
 
         return solve_breakpoint(problem, **options)
-    from allocator.solvers.lagrangian import solve_lagrangian
+    from dmmlkd.allocator.solvers.lagrangian import solve_lagrangian
 
     return solve_lagrangian(problem, **options)
 
 
 def _exact(problem: Problem, **options: Any) -> Allocation:
-    from allocator.solvers.exact import solve_exact
+    from dmmlkd.allocator.solvers.exact import solve_exact
 
     return solve_exact(problem, **options)
 
@@ -33,7 +33,7 @@ def _at_roomiest(problem: Problem, alloc: Allocation) -> Allocation:
 
 
 def _proportional(problem: Problem, **options: Any) -> Allocation:
-    from allocator.solvers.proportional import solve_proportional
+    from dmmlkd.allocator.solvers.proportional import solve_proportional
 
     # Baselines know no levels: each device runs at its roomiest level.
     return _at_roomiest(problem, solve_proportional(
@@ -41,7 +41,7 @@ def _proportional(problem: Problem, **options: Any) -> Allocation:
 
 
 def _uniform(problem: Problem, **options: Any) -> Allocation:
-    from allocator.solvers.uniform import solve_uniform
+    from dmmlkd.allocator.solvers.uniform import solve_uniform
 
     return _at_roomiest(problem, solve_uniform(
         problem.at_levels(problem.roomiest_levels()), **options))
@@ -70,7 +70,7 @@ def solve(
         raise ProblemError(f"time_limit must be > 0 (got {time_limit})")
     if not 0 <= mip_gap < 1:
         raise ProblemError(f"mip_gap must be in [0, 1) (got {mip_gap})")
-    from allocator.resources import check_resources
+    from dmmlkd.allocator.resources import check_resources
 
     check_resources(problem, method)
     alloc = METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
@@ -80,7 +80,7 @@ def solve(
 def verified(alloc: Allocation, mip_gap: float) -> Allocation:
     """The allocation checked by the problem's own arithmetic: repaired when a device breaks
     its budget or deadline, and ``optimal`` only while the gap to the bound is within mip_gap."""
-    from allocator.repair import infeasible_devices, repair
+    from dmmlkd.allocator.repair import infeasible_devices, repair
 
     problem = alloc.problem
     if infeasible_devices(problem, alloc.tau).size:

@@ -18,8 +18,8 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator.problem import Problem
-from allocator.result import Allocation
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation
 
 
 def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.float64]]:

@@ -21,9 +21,9 @@ import highspy
 import numpy as np
 from pyomo.contrib.solver.solvers.highs import Highs
 
-from allocator.model import BuiltModel, build_model, energy_units, level_data
-from allocator.problem import Problem
-from allocator.result import Allocation, evaluate, relative_gap, violations
+from dmmlkd.allocator.model import BuiltModel, build_model, energy_units, level_data
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation, evaluate, relative_gap, violations
 
 
 def _highs_of(solver: Highs) -> highspy.Highs:
@@ -147,7 +147,7 @@ def _template(n_held: int, n_levels: int, like: Problem) -> Problem:
 
 
 def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
-    from allocator.solvers.breakpoint import device_best_tables
+    from dmmlkd.allocator.solvers.breakpoint import device_best_tables
 
     t0 = time.perf_counter()
     # An optimal start (breakpoint enumeration); HiGHS is left to prove it device by device.
@@ -216,7 +216,7 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     # HiGHS accepts points within its feasibility tolerance: keep its table for a device only
     # when the problem's own arithmetic accepts it and it is no worse than the (exact, checked)
     # breakpoint table (devices are independent here: one vectorised comparison).
-    from allocator.repair import infeasible_devices
+    from dmmlkd.allocator.repair import infeasible_devices
 
     keep = _device_values(problem, candidate) >= _device_values(problem, warm)
     keep[infeasible_devices(problem, candidate)] = False
@@ -267,7 +267,7 @@ def _device_warm_start(h: highspy.Highs, solver: Highs, built: BuiltModel, probl
 
 
 def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: float) -> Allocation:
-    from allocator.solvers.lagrangian import solve_lagrangian
+    from dmmlkd.allocator.solvers.lagrangian import solve_lagrangian
 
     t0 = time.perf_counter()
     start = solve_lagrangian(problem)
@@ -299,7 +299,7 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
             candidate[k, m] = int(round(values[c]))
         if violations(problem, candidate):
             # Within HiGHS's tolerance but not the problem's own arithmetic: repair it.
-            from allocator.repair import repair
+            from dmmlkd.allocator.repair import repair
 
             candidate = repair(problem, candidate)
         if evaluate(problem, candidate).objective >= start.objective:

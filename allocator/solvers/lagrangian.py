@@ -25,8 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
 
-from allocator.problem import Problem
-from allocator.result import Allocation, evaluate
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation, evaluate
 
 _MAX_CUTS = 60
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator.problem import Problem
-from allocator.result import Allocation
-from metrics.energy import computation_energy_j
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation
+from dmmlkd.metrics.energy import computation_energy_j
 
 
 def _table(problem: Problem, scale: NDArray[np.float64]) -> NDArray[np.float64]:

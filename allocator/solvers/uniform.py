@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from allocator.problem import Problem
-from allocator.result import Allocation
+from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.result import Allocation
 
 
 def solve_uniform(problem: Problem, **_: object) -> Allocation:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from learner.config import TrainConfig
-from learner.loop import RunResult, run
-from learner.methods import get_method
-from studies.outputs import atomic_dir
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.loop import RunResult, run
+from dmmlkd.learner.methods import get_method
+from dmmlkd.studies.outputs import atomic_dir
 
 
 def policy_for(config: TrainConfig) -> Any:
@@ -25,13 +25,13 @@ def policy_for(config: TrainConfig) -> Any:
     if get_method(config.method).policy != "external":
         return None
     if config.method == "dmml-kd-balance-dvfs":  # tau and CPU level (issue 9): studies/dvfs.py
-        from studies.dvfs import DvfsAllocatorPolicy
+        from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy
 
         return DvfsAllocatorPolicy(method=config.solver,
                                    scope=config.scope, delta=config.delta, mu=config.mu,
                                    budget_rule=config.budget_rule,
                                    time_limit=config.solver_time_limit)
-    from studies.policies import AllocatorPolicy
+    from dmmlkd.bridge.policies import AllocatorPolicy
 
     return AllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,
                            mu=config.mu, budget_rule=config.budget_rule,

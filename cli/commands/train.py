@@ -47,9 +47,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, check memory and --out, train, write outputs, print the summary."""
-    from learner.config import Rule, check_value, load_config
-    from learner.resources import check_memory
-    from userio import check_out_dir
+    from dmmlkd.learner.config import Rule, check_value, load_config
+    from dmmlkd.learner.resources import check_memory
+    from dmmlkd.userio import check_out_dir
 
     overrides = {k: getattr(args, k) for k in (
         "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
@@ -63,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_dir(args.out)
     if args.nproc != 1:
-        from learner.distributed import launch
+        from dmmlkd.learner.distributed import launch
 
         summary = launch(config, args.out, args.nproc)
     else:
-        from studies.training import run_train  # torch is imported only once the checks passed
+        from dmmlkd.bridge.training import run_train  # torch is imported only once the checks passed
 
         summary = run_train(config, args.out, progress=not args.quiet)
     print(json.dumps(summary, indent=1))

@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def check_study_out(out: Path) -> None:
     """Refuse an --out that is a file, a folder of someone else's files, or not writable."""
-    from studies.spec import StudyError
-    from userio import check_creatable, probe_writable
+    from dmmlkd.studies.spec import StudyError
+    from dmmlkd.userio import check_creatable, probe_writable
 
     if out.exists() or out.is_symlink():
         if not out.is_dir():
@@ -47,10 +47,10 @@ def check_study_out(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run missing cells, rebuild results, indices, figures and report; exit 1 when cells failed."""
-    from learner.config import Rule, check_value
-    from studies.report import finish_study
-    from studies.runner import StudyTerminated, failure_line, load_study, run_study
-    from studies.spec import load_spec
+    from dmmlkd.learner.config import Rule, check_value
+    from dmmlkd.studies.report import finish_study
+    from dmmlkd.studies.runner import StudyTerminated, failure_line, load_study, run_study
+    from dmmlkd.studies.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.jobs is not None:

@@ -1,4 +1,4 @@
-"""The `dmmlkd` command line: a thin dispatcher over `studies.commands.<name>` modules.
+"""The `dmmlkd` command line: a thin dispatcher over `dmmlkd.cli.commands.<name>` modules.
 
 Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and
 ``run(args) -> int``; heavy imports (torch, pyomo) stay inside ``run`` so that ``dmmlkd --help``
@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Sub-command name -> module under studies.commands (a new command is one file and one line here).
+# Sub-command name -> module under dmmlkd.cli.commands (a new command is one file and one line here).
 COMMANDS: dict[str, str] = {
     "solve": "solve",
     "generate": "generate",
@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module_name in COMMANDS.values():
         try:
-            module = importlib.import_module(f"studies.commands.{module_name}")
+            module = importlib.import_module(f"dmmlkd.cli.commands.{module_name}")
         except ModuleNotFoundError as exc:  # a command still being built: leave it out
-            if exc.name and exc.name.startswith("studies.commands"):
+            if exc.name and exc.name.startswith("dmmlkd.cli.commands"):
                 continue
             raise
         command_parser = module.add_parser(sub)

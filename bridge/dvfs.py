@@ -1,6 +1,6 @@
 """The allocator choosing tau AND CPU frequency each round (`dmml-kd-balance-dvfs`).
 
-Each round's problem is `studies.policies.build_problem`'s (members, measured speeds, budgets),
+Each round's problem is `dmmlkd.bridge.policies.build_problem`'s (members, measured speeds, budgets),
 extended with the time/frequency model of issue 9 (`allocator.Problem` fields ``cpu_levels_hz``,
 ``cycles_forward``/``cycles_backward``, ``batch_size``, ``capacitance``, ``comm_time_s``,
 ``deadline_s``). The round budget of a device is what the allocator-free control `uniform-dvfs`
@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator import Problem, solve
-from learner import clock
-from learner.loop import PolicyDecision, RoundState, uniform_dvfs_policy
-from metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
-from studies.policies import build_problem, measured_speeds
+from dmmlkd.allocator import Problem, solve
+from dmmlkd.bridge.policies import build_problem, measured_speeds
+from dmmlkd.learner import clock
+from dmmlkd.learner.policy import PolicyDecision, RoundState
+from dmmlkd.learner.schedules import uniform_dvfs_policy
+from dmmlkd.metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
 
 
 def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

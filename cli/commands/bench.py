@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="allocator: N CPU levels per device (the time/frequency model)")
     p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
                    help="allocator: deadline as in `generate --deadline-scale` (needs levels)")
-    from studies.bench_learner import add_arguments as add_learner_arguments
+    from dmmlkd.benchmarks.bench_learner import add_arguments as add_learner_arguments
 
     add_learner_arguments(p)
     return p
@@ -37,16 +37,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and the end-to-end targets; print Markdown tables."""
-    from allocator import ProblemError
+    from dmmlkd.allocator import ProblemError
 
     if not 0 <= args.seed < 2**32:
         raise ProblemError(f"--seed must be in [0, 2**32 - 1] (got {args.seed})")
     if args.target == "learner":
-        from studies.bench_learner import run_cli as run_learner_bench
+        from dmmlkd.benchmarks.bench_learner import run_cli as run_learner_bench
 
         return run_learner_bench(args)
-    from allocator.io import atomic_write_text
-    from studies.bench import BenchConfig, cli_targets, run_allocator_bench, to_markdown
+    from dmmlkd.allocator.io import atomic_write_text
+    from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench, to_markdown
 
     try:
         sizes = tuple(int(s) for s in args.sizes.split(","))
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
     )
     # Refuse bad level arguments before the sweep (generate_problem's checks, one line).
-    from allocator import generate_problem
+    from dmmlkd.allocator import generate_problem
 
     generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
                      cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from allocator import generate_problem, solve
-from allocator.io import write_problem
+from dmmlkd.allocator import generate_problem, solve
+from dmmlkd.allocator.io import write_problem
 
 
 @dataclass
@@ -50,8 +50,8 @@ def _pyomo_vs_direct(problem) -> tuple[float, float]:
     """Seconds to build the monolithic MILP through Pyomo (model + load into HiGHS) vs highspy."""
     from pyomo.contrib.solver.solvers.highs import Highs
 
-    from allocator.matrix import build_highs
-    from allocator.model import build_model
+    from dmmlkd.allocator.matrix import build_highs
+    from dmmlkd.allocator.model import build_model
 
     t0 = time.perf_counter()
     built = build_model(problem)
@@ -139,7 +139,7 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
                                            cpu_levels=levels,
                                            deadline_scale=0.8 if levels else None), path)
             # Table output: what a person reads; JSON of 100,000 devices costs ~0.7 s to print.
-            cmd = [sys.executable, "-m", "studies.cli", "solve", str(path), "--method", method,
+            cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--method", method,
                    *extra]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True,

@@ -46,10 +46,10 @@ class CompareOptions:
 def compare_options(section: dict[str, Any], methods_flag: str | None, seeds_flag: int | None,
                     jobs_flag: int | None, default_jobs: int, source: str) -> CompareOptions:
     """Flags over the [compare] table over defaults; ConfigError naming the option otherwise."""
-    from learner.config import SEED_LIMIT, Rule, check_value
-    from learner.errors import ConfigError
-    from learner.methods import get_method
-    from studies.compare import DEFAULT_METHODS
+    from dmmlkd.learner.config import SEED_LIMIT, Rule, check_value
+    from dmmlkd.learner.errors import ConfigError
+    from dmmlkd.learner.methods import get_method
+    from dmmlkd.studies.compare import DEFAULT_METHODS
 
     unknown = sorted(set(section) - set(COMPARE_KEYS))
     if unknown:
@@ -88,11 +88,11 @@ def compare_options(section: dict[str, Any], methods_flag: str | None, seeds_fla
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, run every method x seed, write tables and figures, print the table."""
-    from learner.config import config_from_dict
-    from learner.errors import ConfigError
-    from learner.resources import check_memory
-    from studies.compare import default_jobs
-    from userio import check_out_dir, read_toml
+    from dmmlkd.learner.config import config_from_dict
+    from dmmlkd.learner.errors import ConfigError
+    from dmmlkd.learner.resources import check_memory
+    from dmmlkd.studies.compare import default_jobs
+    from dmmlkd.userio import check_out_dir, read_toml
 
     overrides = {"dataset": args.dataset, "devices": args.devices, "rounds": args.rounds,
                  "local_iters": args.local_iters, "alpha": args.alpha,
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     options = compare_options(section, args.methods, args.seeds, args.jobs, default_jobs(), source)
     check_memory(base, runs=len(options.methods) * len(options.seeds), processes=options.jobs)
     check_out_dir(args.out)
-    from studies.compare import run_comparison, write_comparison  # torch: after the checks
+    from dmmlkd.studies.compare import run_comparison, write_comparison  # torch: after the checks
 
     reference: str | None = args.reference or section.get("reference", "dmml-kd")
     if reference not in options.methods:

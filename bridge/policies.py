@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from allocator import Problem, solve
-from learner.loop import PolicyDecision, RoundState
-from metrics.energy import cheapest_round_j, fits_budget
+from dmmlkd.allocator import Problem, solve
+from dmmlkd.learner.policy import PolicyDecision, RoundState
+from dmmlkd.metrics.energy import cheapest_round_j, fits_budget
 
 BUDGET_RULES = ("even", "all")
 

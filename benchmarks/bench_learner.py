@@ -1,6 +1,6 @@
 """`dmmlkd bench learner`: seconds per round and peak memory of the learner over device counts.
 
-Each size runs in a fresh subprocess (``python -m studies.bench_learner --devices K``), so its
+Each size runs in a fresh subprocess (``python -m dmmlkd.benchmarks.bench_learner --devices K``), so its
 peak resident memory (``getrusage`` max RSS, Python and torch included) is its own. Synthetic
 data sized to 25 training samples per device, ``min_samples = 5``, the default method and
 ring topology, one torch thread. Numbers are printed and written as Markdown; nothing here is
@@ -52,8 +52,10 @@ class LearnerBench:
 def measure(devices: int, rounds: int, seed: int = 0, method: str = "dmml-kd",
             topology: str = "ring") -> dict[str, Any]:
     """One run in this process: setup and per-round seconds, peak RSS, accuracies."""
-    from learner.config import TrainConfig
-    from learner.loop import RoundState, run, uniform_policy
+    from dmmlkd.learner.config import TrainConfig
+    from dmmlkd.learner.loop import run
+    from dmmlkd.learner.policy import RoundState
+    from dmmlkd.learner.schedules import uniform_policy
 
     config = TrainConfig(dataset="synthetic", devices=devices, rounds=rounds, seed=seed,
                          method=method, topology=topology, min_samples=5)
@@ -86,7 +88,7 @@ def run_sizes(bench: LearnerBench) -> pd.DataFrame:
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for k in bench.sizes:
-        cmd = [sys.executable, "-m", "studies.bench_learner", "--devices", str(k), "--rounds",
+        cmd = [sys.executable, "-m", "dmmlkd.benchmarks.bench_learner", "--devices", str(k), "--rounds",
                str(bench.rounds), "--seed", str(bench.seed), "--method", bench.method,
                "--topology", bench.topology]
         try:
@@ -128,9 +130,9 @@ def targets(frame: pd.DataFrame) -> list[str]:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`dmmlkd bench learner`: run the sweep, print Markdown, write it to --out (never over a file)."""
-    from allocator.io import atomic_write_text
-    from studies.bench import to_markdown
-    from studies.spec import StudyError
+    from dmmlkd.allocator.io import atomic_write_text
+    from dmmlkd.benchmarks.bench_allocator import to_markdown
+    from dmmlkd.studies.spec import StudyError
 
     try:
         sizes = tuple(int(s) for s in args.learner_sizes.split(","))

@@ -40,8 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write."""
-    from allocator import generate_problem
-    from allocator.io import atomic_write_text, dumps_problem
+    from dmmlkd.allocator import generate_problem
+    from dmmlkd.allocator.io import atomic_write_text, dumps_problem
 
     problem = generate_problem(
         devices=args.devices, modalities=args.modalities, scope=args.scope,

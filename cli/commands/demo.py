@@ -40,8 +40,8 @@ def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: 
     """Solve one generated instance per scope with every method; a Markdown table."""
     import pandas as pd
 
-    from allocator import generate_problem, solve
-    from studies.bench import to_markdown
+    from dmmlkd.allocator import generate_problem, solve
+    from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     rows = []
     for scope in ("device", "network"):
@@ -61,11 +61,11 @@ def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: 
 
 def run(args: argparse.Namespace) -> int:
     """Check every option and --out, then run both parts and print their tables."""
-    from learner.config import Rule, TrainConfig, check_value
-    from learner.resources import check_memory
-    from studies.commands.compare import compare_options
-    from studies.compare import DEFAULT_METHODS, default_jobs
-    from userio import check_out_dir
+    from dmmlkd.cli.commands.compare import compare_options
+    from dmmlkd.learner.config import Rule, TrainConfig, check_value
+    from dmmlkd.learner.resources import check_memory
+    from dmmlkd.studies.compare import DEFAULT_METHODS, default_jobs
+    from dmmlkd.userio import check_out_dir
 
     check_value("alloc_devices", args.alloc_devices, Rule("devices", low=1, high=100_000))
     check_value("time_limit", args.time_limit, Rule("seconds", low=0, low_open=True, high=1e6))
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                                   default_jobs(), "demo")
         check_memory(base, runs=len(options.methods) * len(options.seeds), processes=options.jobs)
         check_out_dir(args.out)
-        from studies.compare import run_comparison, write_comparison
+        from dmmlkd.studies.compare import run_comparison, write_comparison
 
         print(f"[1/2] learning + allocation on mfeat (fac strong, zer weak), {args.devices} "
               f"devices (CPUs 0.5-2 GHz), alpha 0.5, {args.missing_rate:.0%} views missing, "

@@ -73,8 +73,8 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Read, solve, print."""
-    from allocator import solve
-    from allocator.io import read_problem
+    from dmmlkd.allocator import solve
+    from dmmlkd.allocator.io import read_problem
 
     problem = read_problem(args.file)
     if args.scope:

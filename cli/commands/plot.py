@@ -18,11 +18,11 @@ def run(args: argparse.Namespace) -> int:
     """Redraw and list the figures (a study also gets its indices and report.md again)."""
     from pathlib import Path
 
-    from studies.spec import StudyError
+    from dmmlkd.studies.spec import StudyError
 
     folder = Path(args.dir)
     if (folder / "spec.toml").exists():
-        from studies.report import finish_study
+        from dmmlkd.studies.report import finish_study
 
         figures, report = finish_study(folder)
         for path in figures:
@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if (folder / "history.parquet").exists() and (folder / "rows.parquet").exists():
         import pandas as pd
 
-        from studies.compare import plot_comparison
+        from dmmlkd.studies.compare import plot_comparison
 
         history = pd.read_parquet(folder / "history.parquet")
         rows = pd.read_parquet(folder / "rows.parquet")
         views = [c[4:] for c in history.columns if c.startswith("acc_")]
-        from userio.outputs import record_written
+        from dmmlkd.userio.outputs import record_written
 
         paths = plot_comparison(history, rows, folder / "figures", views)
         # The redrawn figures (PNG, PDF, SVG) stay ours: a later compare --out may replace them.
