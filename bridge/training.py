@@ -38,11 +38,12 @@ def policy_for(config: TrainConfig) -> Any:
                            time_limit=config.solver_time_limit)
 
 
-def _clean(value: Any) -> Any:
+def clean_summary(value: Any) -> Any:
+    """A summary as JSON can hold it: NumPy scalars as Python numbers, nan and inf as None."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean_summary(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean_summary(v) for v in value]
     if isinstance(value, (np.floating, float)):
         return None if not math.isfinite(float(value)) else float(value)
     if isinstance(value, np.integer):
@@ -56,7 +57,7 @@ def write_outputs(result: RunResult, config: TrainConfig, out_dir: Path) -> None
         (tmp / "config.toml").write_text(tomli_w.dumps({"train": config.to_dict()}))
         result.rows.to_parquet(tmp / "rounds.parquet", index=False)
         result.rounds.to_csv(tmp / "history.csv", index=False)
-        (tmp / "summary.json").write_text(json.dumps(_clean(result.summary), indent=1))
+        (tmp / "summary.json").write_text(json.dumps(clean_summary(result.summary), indent=1))
 
 
 def run_train(config: TrainConfig, out_dir: Path | str | None = None, progress: bool = True,
@@ -66,7 +67,7 @@ def run_train(config: TrainConfig, out_dir: Path | str | None = None, progress: 
     result = run(config, policy if policy is not None else policy_for(config), progress=progress)
     if out_dir is not None:
         write_outputs(result, config, Path(out_dir))
-    return _clean(result.summary)
+    return clean_summary(result.summary)
 
 
 def run_train_full(config: TrainConfig, progress: bool = False) -> RunResult:

@@ -16,6 +16,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from dmmlkd.learner.comm import Comm, InProcess, row_sum
 from dmmlkd.learner.models import Network, predict
 from dmmlkd.metrics.accuracy import accuracy
 
@@ -109,20 +110,27 @@ def consensus_accuracy(consensus: Network, views: Sequence[Tensor | None],
 
 
 def evaluate(s: Setup, active: NDArray[np.bool_], views: Sequence[Tensor | None],
-             labels: NDArray[np.int64],
-             devices: NDArray[np.int64] | None = None) -> dict[str, Any]:
+             labels: NDArray[np.int64], devices: NDArray[np.int64] | None = None,
+             comm: Comm | None = None) -> dict[str, Any]:
     """Accuracies on the given inputs (test or validation views and labels).
 
     ``device``: (K,) own-model accuracy of the ``devices`` evaluated (default: all active),
     nan elsewhere; ``accuracy``: their mean (nan if none); ``consensus`` and ``modality``: the
     consensus model with all views and with each alone; ``evaluated``: how many devices.
+    With ``comm`` (learner/comm.py) ``s.net`` holds this process's block of devices only: it
+    evaluates its own devices and the consensus adds every process's sums.
     """
     K = s.holds.shape[0]
+    comm = comm or InProcess(K)
+    lo, hi = comm.lo, comm.hi
     rows = np.flatnonzero(active) if devices is None else np.asarray(devices, np.int64)
     rows = rows[active[rows]]
-    device = np.full(K, np.nan)
-    device[rows] = device_accuracy(s.net, s.holds, views, labels, rows)
-    acc_all, alone = consensus_accuracy(consensus_network(s, active), views, labels)
+    mine = rows[(rows >= lo) & (rows < hi)]
+    block = np.full(hi - lo, np.nan)
+    block[mine - lo] = device_accuracy(s.net, s.holds[lo:hi], views, labels, mine - lo)
+    device = comm.gather(block)
+    acc_all, alone = consensus_accuracy(
+        consensus_of(s.net, s.holds, active, lambda t, r: row_sum(comm, t, r)), views, labels)
     return {"device": device,
             "accuracy": float(device[rows].mean()) if rows.size else float("nan"),
             "consensus": acc_all, "modality": {v: alone[m] for m, v in enumerate(s.data.views)},

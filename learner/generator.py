@@ -46,20 +46,27 @@ class Generator:
                   "w2": rep((hidden, feature), hidden), "b2": rep((feature,), None)}
         return cls(params, n_classes, noise_dim)
 
-    def sample(self, labels: Tensor, gen: torch.Generator) -> Tensor:
-        """Common features G_k(y, eps) for labels (K, B) on every device."""
-        K, B = labels.shape
+    def noise(self, batch: int, gen: torch.Generator) -> Tensor:
+        """The noise eps (K, B, noise_dim) of one `sample` call (drawn for every device)."""
+        K = self.params["w1"].shape[0]
+        first, total = draw_rows(self.layout, K)
+        return torch.randn((total, batch, self.noise_dim), generator=gen)[first:first + K]
+
+    def sample(self, labels: Tensor, gen: torch.Generator, eps: Tensor | None = None) -> Tensor:
+        """Common features G_k(y, eps) for labels (K, B) on every device (eps: drawn here
+        unless given, as `noise` draws it)."""
         onehot = F.one_hot(labels, self.n_classes).to(torch.float32)
-        first, total = _draw_rows(self.layout, K)
-        eps = torch.randn((total, B, self.noise_dim), generator=gen)[first:first + K]
+        if eps is None:
+            eps = self.noise(labels.shape[1], gen)
         h = torch.relu(torch.bmm(torch.cat([onehot, eps], -1), self.params["w1"])
                        + self.params["b1"][:, None])
         return torch.bmm(h, self.params["w2"]) + self.params["b2"][:, None]
 
 
-def _draw_rows(layout: tuple[int, int] | None, rows: int) -> tuple[int, int]:
+def draw_rows(layout: tuple[int, int] | None, rows: int) -> tuple[int, int]:
     """(first row, rows to draw): a block of a distributed run draws every device's numbers
-    and keeps its own, so random streams do not depend on how devices are split over ranks."""
+    and keeps its own, so random streams do not depend on how devices are split over ranks.
+    ``layout`` is (first device, all devices), None for a run in one process."""
     return (0, rows) if layout is None else layout
 
 
@@ -88,7 +95,7 @@ def train_generator(generator: Generator, classifier_w: Tensor, classifier_b: Te
     J, C = w.shape[1], w.shape[-1]
     w_cat = w.permute(0, 2, 1, 3).reshape(K, w.shape[2], J * C)  # (K, f, (D+1) C)
     mask = torch.as_tensor(mine, dtype=torch.float32)
-    first, total = _draw_rows(generator.layout, K)
+    first, total = draw_rows(generator.layout, K)
     loss_value = float("nan")
     for _ in range(steps):
         labels = torch.randint(0, generator.n_classes, (total, batch), generator=gen)[first:first + K]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from dmmlkd.learner.generator import Generator
+from dmmlkd.learner.generator import Generator, draw_rows
 from dmmlkd.learner.models import Network, common_logits, fuse
 
 
@@ -62,9 +62,16 @@ class LocalData:
         return cls([torch.as_tensor(v) for v in views], torch.as_tensor(labels),
                    np.concatenate(parts), np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
 
-    def batch(self, batch_size: int, rng: np.random.Generator) -> Tensor:
-        """Sample indices (K, B) from each device's own data."""
-        pos = (rng.random((self.sizes.size, batch_size)) * self.sizes[:, None]).astype(np.int64)
+    def batch(self, batch_size: int, rng: np.random.Generator,
+              layout: tuple[int, int] | None = None) -> Tensor:
+        """Sample indices (K, B) from each device's own data.
+
+        ``layout`` (first device, all devices): these K devices are one block of a larger run;
+        numbers are drawn for all devices and the block keeps its rows (`draw_rows`).
+        """
+        first, total = draw_rows(layout, self.sizes.size)
+        pos = (rng.random((total, batch_size))[first:first + self.sizes.size]
+               * self.sizes[:, None]).astype(np.int64)
         return torch.as_tensor(self.index[self.offsets[:, None] + pos])
 
 
@@ -110,6 +117,20 @@ class LocalResult:
     # Mean probability the common classifier gives the true class from c_m alone, over the
     # passes that ran (nan: none ran): how well modality m has learned on its own.
     confidence: NDArray[np.float64] | None = None
+    # (K, L) each device's loss in each of the round's L iterations (0 where it did not run):
+    # `mean_loss` turns it into ``loss``, also over devices gathered from several processes.
+    device_loss: NDArray[np.float32] | None = None
+
+
+def mean_loss(device_loss: NDArray[np.float32], local_iters: NDArray[np.int64]) -> float:
+    """The round's loss: per iteration the mean over the devices still iterating, then the mean
+    over iterations (nan when nothing ran). Summed in float32 as torch sums the batched loss, so
+    rows gathered from several processes give the bits of one process."""
+    means = []
+    for i in range(device_loss.shape[1]):
+        on = local_iters > i
+        means.append(float(torch.as_tensor(device_loss[on, i]).sum()) / max(int(on.sum()), 1))
+    return float(np.mean(means)) if means else float("nan")
 
 
 def flatten_block(block: dict[str, Tensor]) -> NDArray[np.float32]:
@@ -147,7 +168,8 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                    gen: torch.Generator, batch_size: int = 32, weights: LossWeights | None = None,
                    generator: Generator | None = None, modulation: Modulation | None = None,
                    ge_noise: bool = False, modality_dropout: float = 0.0,
-                   fusion_rule: str = "training") -> LocalResult:
+                   fusion_rule: str = "training", rows: tuple[int, int] | None = None,
+                   ) -> LocalResult:
     """Run every device's local iterations (vectorised over devices).
 
     tau (K, M): iterations per device and modality (0 where not held or inactive). Device k runs
@@ -156,20 +178,40 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
     ``generator`` enables the KD terms; ``modulation`` maps per-modality scores (K, M) to
     gradient coefficients (K, M) (OGM-GE), ``ge_noise`` adds Gaussian noise with the
     gradient's own std. Returns the blocks' start/end snapshots and v[k, m].
+
+    ``rows`` (lo, hi): ``net`` and ``data`` hold only devices lo..hi-1 of the tau, holds and
+    active given (a process's block of a distributed run). Every random number is drawn for all
+    devices and the block keeps its rows, for as many iterations as the longest device anywhere,
+    so the streams and the results do not depend on how devices are split over processes.
     """
     weights = weights or LossWeights()
+    tau_all = np.where(holds & active[:, None], tau, 0)
+    lo, hi = (0, tau_all.shape[0]) if rows is None else rows
+    layout = None if rows is None else (lo, tau_all.shape[0])
+    tau, holds = tau_all[lo:hi], holds[lo:hi]
     K, M = holds.shape
-    tau = np.where(holds & active[:, None], tau, 0)
     local_iters = tau.max(axis=1)
     forward_passes = np.zeros((K, M), np.int64)
     backward_passes = np.zeros((K, M), np.int64)
     confidence = np.zeros((K, M))
     start = [flatten_block(b) for b in net.blocks]
-    losses, mods = [], []
-    for i in range(1, int(local_iters.max(initial=0)) + 1):
-        idx = data.batch(batch_size, rng)
-        y = data.labels[idx]
+    device_loss = np.zeros((K, int(tau_all.max(initial=0))), np.float32)
+    mods = []
+    for i in range(1, device_loss.shape[1] + 1):
+        # This iteration's random numbers, drawn for every device (in this order) even when
+        # no device of this block still iterates.
+        idx = data.batch(batch_size, rng, layout)
+        dropped = rng.random((tau_all.shape[0], M))[lo:hi] if modality_dropout > 0 else None
+        eps = generator.noise(batch_size, gen) if generator is not None and weights.kd else None
+        # GE noise is drawn for each block some device anywhere updates in this iteration.
+        noisy = np.asarray((tau_all >= i).any(axis=0) & (modulation is not None and ge_noise))
         device_on = local_iters >= i  # devices still in their L_k iterations
+        if not device_on.any():
+            for j in np.flatnonzero(noisy):
+                for p in net.blocks[int(j)].values():
+                    _ge_noise(p, gen, layout)
+            continue
+        y = data.labels[idx]
         updating = tau >= i  # encoders that run backward and update in iteration i
         # Encoders whose forward pass runs (and is paid for) in iteration i: under "training"
         # only those still updating; under "all" every held one on a device still iterating.
@@ -202,10 +244,10 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                     confidence[:, m] += np.where(running[:, m], prob.mean((1, 2)).numpy(), 0.0)
         fusion_mask = run_t
         running_f = run_t.to(torch.float32)
-        if modality_dropout > 0:
+        if dropped is not None:
             # Modality dropout: the fused prediction must also work from a subset of the views
             # (devices hold different subsets); every device keeps at least one running view.
-            keep = torch.as_tensor(rng.random((K, M)) >= modality_dropout) & fusion_mask
+            keep = torch.as_tensor(dropped >= modality_dropout) & fusion_mask
             none_left = ~keep.any(dim=1)
             keep[none_left] = fusion_mask[none_left]
             fusion_mask = keep
@@ -240,7 +282,7 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
                 per_dev = per_dev + weights.common * pres[:, m] * ce_c / pres.sum(1).clamp(min=1)
         if generator is not None and weights.kd:
             with torch.no_grad():
-                target = generator.sample(y, gen)
+                target = generator.sample(y, gen, eps)
             align = sum(pres[:, m] * (c - target).pow(2).mean((1, 2))
                         for m, c in enumerate(commons) if c is not None)
             ce_g = F.cross_entropy(common_logits(net, target).reshape(-1, net.n_classes), flat_y,
@@ -258,20 +300,20 @@ def local_training(net: Network, data: LocalData, tau: NDArray[np.int64], holds:
         for m, block in enumerate(net.blocks):
             mask = torch.as_tensor(updating[:, m], dtype=torch.float32)
             if coeff is not None:
-                _modulate(block, coeff[:, m], ge_noise, gen)
+                _modulate(block, coeff[:, m], bool(noisy[m]), gen, layout)
             opt.step(list(block.values()), mask)
         shared_mask = torch.as_tensor(device_on, dtype=torch.float32)
         opt.step(list(net.shared.values()), shared_mask)
-        losses.append(float(loss.detach()) / max(int(device_on.sum()), 1))
+        device_loss[:, i - 1] = np.where(device_on, per_dev.detach().numpy(), 0.0)
     for p in net.parameters():
         p.grad = None  # before the end snapshot, so gradients and snapshots never coexist
     end = [flatten_block(b) for b in net.blocks]
-    mean_loss = float(np.mean(losses)) if losses else float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(forward_passes > 0, confidence / forward_passes, np.nan)
-    return LocalResult(start, end, measure_variation(start, end, tau), mean_loss,
+    return LocalResult(start, end, measure_variation(start, end, tau),
+                       mean_loss(device_loss, local_iters),
                        np.mean(mods, axis=0) if mods else None, forward_passes, backward_passes,
-                       confidence)
+                       confidence, device_loss)
 
 
 def _executed(x: Tensor, ran: Tensor, updated: Tensor) -> Tensor:
@@ -300,17 +342,27 @@ def _modulation_coefficients(net: Network, commons, specifics, present: Tensor, 
     return modulation(scores, present)
 
 
-def _modulate(block: dict[str, Tensor], coeff: Tensor, ge_noise: bool, gen: torch.Generator) -> None:
-    """Scale a block's gradients per device; OGM-GE adds noise with the gradient's own std."""
+def _ge_noise(p: Tensor, gen: torch.Generator, layout: tuple[int, int] | None) -> Tensor:
+    """Standard normal noise shaped like ``p`` (K, ...), drawn for every device (`draw_rows`)."""
+    first, total = draw_rows(layout, p.shape[0])
+    return torch.randn((total, *p.shape[1:]), generator=gen)[first:first + p.shape[0]]
+
+
+def _modulate(block: dict[str, Tensor], coeff: Tensor, ge_noise: bool, gen: torch.Generator,
+              layout: tuple[int, int] | None = None) -> None:
+    """Scale a block's gradients per device; OGM-GE adds noise with the gradient's own std
+    (drawn whenever ``ge_noise``, also for a block whose rows here got no gradient, so the
+    stream is the same in every process)."""
     with torch.no_grad():
         for p in block.values():
+            noise = _ge_noise(p, gen, layout) if ge_noise else None
             if p.grad is None:
                 continue
             c = coeff.view(-1, *([1] * (p.dim() - 1)))
             g = p.grad * c
-            if ge_noise:
+            if noise is not None:
                 std = p.grad.reshape(p.shape[0], -1).std(dim=1).view_as(c)
-                g = g + torch.randn(p.shape, generator=gen) * std
+                g = g + noise * std
             p.grad.copy_(g)
 
 

@@ -21,13 +21,14 @@ import torch
 from numpy.typing import NDArray
 
 from dmmlkd.learner import clock
+from dmmlkd.learner.comm import Backend, Comm, InProcess, in_process, local_table, whole
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.learner.data import MultiViewDataset, load_dataset
 from dmmlkd.learner.energy import EnergyProfile, make_profile
 from dmmlkd.learner.errors import ConfigError
 from dmmlkd.learner.evaluate import eval_devices, evaluate
 from dmmlkd.learner.generator import Generator, train_generator
-from dmmlkd.learner.gossip import Mixing, gossip_average, mixing
+from dmmlkd.learner.gossip import gossip_rows, mixing
 from dmmlkd.learner.local import (
     LocalData,
     LocalResult,
@@ -35,6 +36,7 @@ from dmmlkd.learner.local import (
     Modulation,
     Optimizer,
     local_training,
+    mean_loss,
     ogm_ge_modulation,
 )
 from dmmlkd.learner.methods import MethodSpec, get_method
@@ -120,29 +122,38 @@ class RunResult:
     setup: Setup
 
 
-def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True) -> RunResult:
-    """Train for config.rounds rounds, asking ``policy`` for the iteration table every round."""
+def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True,
+        backend: Backend = in_process) -> RunResult:
+    """Train for config.rounds rounds, asking ``policy`` for the iteration table every round.
+
+    The one round loop, for every method and every way of running it: ``backend``
+    (learner/comm.py) gives this process its `Comm`, how it reaches the devices it does not
+    own (`in_process`: it owns all of them; `learner.distributed.GlooComm`: a block of them).
+    Under several processes every one returns the same tables; the policy runs on the root.
+    """
     t_start = time.perf_counter()
     with torch_threads(config.threads):  # tiny matrices: one thread is fastest (and reproducible)
         s = build(config)
+        comm = backend(s.topology.neighbor_table)
         if s.method.policy == "external" and policy is None:
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
         if policy is None and s.method.policy == "random":
             policy = RandomSchedule(config.schedule_spread, config.seed)
         policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
                             else uniform_policy)
-        trainer = Trainer.create(s)
+        trainer = Trainer.create(s, comm)
         battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
         last_tau = np.zeros(s.holds.shape, np.int64)
         log = RunLog(s)
-        bar = _progress(config.rounds, progress)
+        bar = _progress(config.rounds, progress and comm.root)
         for t in range(config.rounds):
             log.drop(t, active, _cannot_pay_cheapest_round(s, battery, active))  # reported, not silent
             speed = trainer.tracker.speed(s.holds)
-            state = round_state(s, t, speed, battery, active, last_tau)
-            t0 = time.perf_counter()
-            decision = as_decision(policy(state))                  # tau = policy(state)
-            log.policy_s_round = time.perf_counter() - t0
+            answer = comm.broadcast(_ask(policy, s, t, speed, battery, active, last_tau)
+                                    if comm.root else None)      # tau = policy(state)
+            if answer is None:
+                raise RuntimeError("the root process sent no policy decision")
+            decision, log.policy_s_round = answer
             log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
             tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
@@ -157,24 +168,36 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             # A device that trains this round also broadcasts (and pays for) its model; an
             # active device given no iterations sits the round out entirely.
             talking = active & (tau.max(axis=1) > 0)
-            _gossip(s, talking)                                     # modality-wise consensus
+            trainer.gossip(talking)                                 # modality-wise consensus
             trainer.update_generator(talking)                       # KD: train + gossip G
             log.train_s_round = time.perf_counter() - t0
             log.train_s += log.train_s_round
             executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking,
                                                 cpu)
             log.record(t, decision, tau, speed, local, cost, executed, battery, active,
-                       evaluate(s, active, trainer.test_views, s.data.test_labels,
-                                devices=eval_devices(config, t, active)))
-            del local  # its (K, P) snapshots must not live through the next round's training
+                       trainer.evaluate(active, trainer.test_views, s.data.test_labels,
+                                        eval_devices(config, t, active)))
             log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
+            if tau.any() and not np.isfinite(local.loss):  # diverged: stop here, say so
+                log.diverged(t, local.loss)
+                break
         bar(None, 0.0, 0.0)
         if s.data.val_labels.size:  # what settings are tuned on (never the test split)
-            log.validation = evaluate(s, active, trainer.val_views, s.data.val_labels,
-                                      devices=eval_devices(config, config.rounds - 1, active))
+            log.validation = trainer.evaluate(active, trainer.val_views, s.data.val_labels,
+                                              eval_devices(config, config.rounds - 1, active))
         return log.result(time.perf_counter() - t_start)
+
+
+def _ask(policy: Policy, s: Setup, t: int, speed: NDArray[np.float64],
+         battery: NDArray[np.float64], active: NDArray[np.bool_],
+         last_tau: NDArray[np.int64]) -> tuple[PolicyDecision, float]:
+    """The policy's decision for round t (tau = policy(state)) and the seconds it took."""
+    state = round_state(s, t, speed, battery, active, last_tau)
+    t0 = time.perf_counter()
+    decision = as_decision(policy(state))
+    return decision, time.perf_counter() - t0
 
 
 def effective_dropout(s: Setup) -> float:
@@ -189,31 +212,39 @@ def effective_dropout(s: Setup) -> float:
 
 @dataclass
 class Trainer:
-    """The training machinery of a run: data as tensors, optimiser, random streams, speeds."""
+    """The training machinery of a process: its block of the network and generator, the data
+    as tensors, optimiser, random streams, speeds, and the backend reaching the other blocks."""
 
-    setup: Setup
+    setup: Setup  # the run (s.net and s.generator: this process's block of devices)
+    comm: Comm
     data: LocalData
     test_views: list[torch.Tensor]
     val_views: list[torch.Tensor]
     weights: LossWeights
     modulation: Modulation | None
     opt: Optimizer
-    tracker: SpeedTracker
+    tracker: SpeedTracker  # every device's speeds (the same on every process)
     rng: np.random.Generator  # mini-batch sampling, modality dropout
     gen: torch.Generator  # generator noise, OGM-GE noise
 
     @classmethod
-    def create(cls, s: Setup) -> Trainer:
-        """Seeded from the config: the same seed gives the same run."""
+    def create(cls, s: Setup, comm: Comm | None = None) -> Trainer:
+        """Seeded from the config: the same seed gives the same run. Under a backend that owns
+        a block of the devices, ``s.net`` and ``s.generator`` are cut to that block."""
         config, views = s.config, list(s.data.views)
         method = s.method
+        comm = comm or InProcess(s.holds.shape[0])
+        if not whole(comm):  # the full network is not kept: only this block's rows live on
+            s.net, s.generator = _block_of(s, comm.lo, comm.hi)
         weights = LossWeights(
             difference=config.w_difference if method.decomposition else 0.0,
             similarity=config.w_similarity if method.decomposition else 0.0,
             common=config.w_common if method.decomposition else 0.0,
             kd=config.w_kd if method.kd else 0.0)
         modulation = ogm_ge_modulation(config.ogm_alpha) if method.modulation == "ogm-ge" else None
-        return cls(s, LocalData.create([s.data.train[v] for v in views], s.data.train_labels, s.parts),
+        return cls(s, comm,
+                   LocalData.create([s.data.train[v] for v in views], s.data.train_labels,
+                                    s.parts[comm.lo:comm.hi]),
                    [torch.as_tensor(s.data.test[v]) for v in views],
                    [torch.as_tensor(s.data.val[v]) for v in views], weights, modulation,
                    Optimizer(lr=config.lr, momentum=config.momentum),
@@ -227,24 +258,83 @@ class Trainer:
         return local.variation
 
     def local_training(self, tau: NDArray[np.int64], active: NDArray[np.bool_]) -> LocalResult:
-        """Every active device's L_k local iterations with per-modality counts tau."""
+        """Every active device's L_k local iterations with per-modality counts tau; what they
+        measured, gathered over the processes (per device: every device's rows)."""
+        s, comm = self.setup, self.comm
+        local = local_training(s.net, self.data, tau, s.holds, active, self.opt, self.rng, self.gen,
+                               s.config.batch_size, self.weights, s.generator, self.modulation,
+                               ge_noise=self.modulation is not None,
+                               modality_dropout=effective_dropout(s),
+                               fusion_rule=s.config.fusion_rule,
+                               rows=None if whole(comm) else (comm.lo, comm.hi))
+        device_loss = comm.gather(_required(local.device_loss))
+        return LocalResult(
+            [], [], comm.gather(local.variation),
+            mean_loss(device_loss, np.where(s.holds & active[:, None], tau, 0).max(axis=1)),
+            forward_passes=_gather_optional(comm, local.forward_passes),
+            backward_passes=_gather_optional(comm, local.backward_passes),
+            confidence=_gather_optional(comm, local.confidence), device_loss=device_loss)
+
+    def gossip(self, active: NDArray[np.bool_]) -> None:
+        """Each modality block among its active holders; shared blocks among all active devices."""
         s = self.setup
-        return local_training(s.net, self.data, tau, s.holds, active, self.opt, self.rng, self.gen,
-                              s.config.batch_size, self.weights, s.generator, self.modulation,
-                              ge_noise=self.modulation is not None,
-                              modality_dropout=effective_dropout(s),
-                              fusion_rule=s.config.fusion_rule)
+        for m, block in enumerate(s.net.blocks):
+            self._gossip(list(block.values()), s.holds[:, m] & active)
+        self._gossip(list(s.net.shared.values()), active)
 
     def update_generator(self, active: NDArray[np.bool_]) -> None:
         """Train each active device's generator against its and its neighbours' common
         classifiers, then gossip-average the copies among active devices."""
-        s = self.setup
+        s, comm = self.setup, self.comm
         if s.generator is None or not active.any():
             return
-        train_generator(s.generator, s.net.shared["wk"], s.net.shared["bk"],
-                        s.topology.neighbor_table, active, s.config.generator_steps,
-                        s.config.batch_size, s.config.generator_lr, self.gen)
-        _gossip_tensors(list(s.generator.params.values()), mixing(s.topology.neighbor_table, active))
+        table = s.topology.neighbor_table
+        train_generator(s.generator, comm.exchange(s.net.shared["wk"]),
+                        comm.exchange(s.net.shared["bk"]), local_table(comm, table),
+                        active[comm.ids], s.config.generator_steps, s.config.batch_size,
+                        s.config.generator_lr, self.gen, own=np.arange(comm.hi - comm.lo))
+        self._gossip(list(s.generator.params.values()), active)
+
+    def evaluate(self, active: NDArray[np.bool_], views: list[torch.Tensor],
+                 labels: NDArray[np.int64], devices: NDArray[np.int64]) -> dict[str, Any]:
+        """learner.evaluate.evaluate over this run's processes."""
+        return evaluate(self.setup, active, views, labels, devices=devices, comm=self.comm)
+
+    def _gossip(self, tensors: list[torch.Tensor], mask: NDArray[np.bool_]) -> None:
+        """One gossip step among the devices ``mask`` on each stacked tensor, in place: each
+        device's sum in the same order whichever process computes it."""
+        comm = self.comm
+        mix = mixing(self.setup.topology.neighbor_table, mask)
+        with torch.no_grad():
+            for p in tensors:
+                p.copy_(gossip_rows(p.detach(), mix, slice(comm.lo, comm.hi), comm.exchange(p),
+                                    comm.index))
+
+
+def _required(value: NDArray[Any] | None) -> NDArray[Any]:
+    if value is None:
+        raise ValueError("local training returned no per-device losses")
+    return value
+
+
+def _gather_optional(comm: Comm, block: NDArray[Any] | None) -> NDArray[Any] | None:
+    """comm.gather, or None when local training did not measure it (the same everywhere)."""
+    return None if block is None else comm.gather(block)
+
+
+def _block_of(s: Setup, lo: int, hi: int) -> tuple[Network, Generator | None]:
+    """Rows lo..hi-1 of the run's network and generator (a process's block of devices)."""
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        return t.detach()[lo:hi].clone().requires_grad_(True)
+
+    net = Network([{k: cut(t) for k, t in b.items()} for b in s.net.blocks],
+                  {k: cut(t) for k, t in s.net.shared.items()}, s.net.n_classes, s.net.feature,
+                  s.net.encoders)
+    gen = None
+    if s.generator is not None:
+        gen = Generator({k: cut(t) for k, t in s.generator.params.items()}, s.generator.n_classes,
+                        s.generator.noise_dim, layout=(lo, s.holds.shape[0]))
+    return net, gen
 
 
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
@@ -301,6 +391,14 @@ class RunLog:
         self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
         self.sim_time_s = 0.0  # simulated clock (learner/clock.py)
         self.deadline_misses = 0
+        self.divergence: dict[str, Any] | None = None  # set when the loss became nan or inf
+
+    def diverged(self, t: int, loss: float) -> None:
+        """Mark the run as diverged in round t (the loop stops after this round)."""
+        self.divergence = {
+            "diverged_round": t,
+            "reason": f"method {self.setup.config.method!r} diverged in round {t}: the training "
+                      f"loss became {loss} (training stopped there)"}
 
     @property
     def last(self) -> dict[str, Any]:
@@ -395,6 +493,8 @@ class RunLog:
             "evaluated_devices": final["evaluated_devices"],
             "sim_time_s": self.sim_time_s, "deadline_s": s.deadline_s,
             "deadline_misses": self.deadline_misses,
+            "status": "ok" if self.divergence is None else "diverged",
+            **(self.divergence or {}),
         }
         return RunResult(pd.DataFrame(self.rows), pd.DataFrame(self.round_rows), summary, s)
 
@@ -409,21 +509,6 @@ def torch_threads(n: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(previous)
 
-
-
-def _gossip_tensors(tensors: list[torch.Tensor], weights: Mixing) -> None:
-    """One gossip step on each stacked (K, ...) tensor, in place."""
-    with torch.no_grad():
-        for p in tensors:
-            p.copy_(gossip_average(p.detach(), weights))
-
-
-def _gossip(s: Setup, active: NDArray[np.bool_]) -> None:
-    """Each modality block among its active holders; shared blocks among all active devices."""
-    table = s.topology.neighbor_table
-    for m, block in enumerate(s.net.blocks):
-        _gossip_tensors(list(block.values()), mixing(table, s.holds[:, m] & active))
-    _gossip_tensors(list(s.net.shared.values()), mixing(table, active))
 
 
 def _progress(total: int, enabled: bool) -> Callable[[int | None, float, float], None]:

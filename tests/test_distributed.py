@@ -4,13 +4,20 @@ the in-process run's numbers (2 local gloo processes)."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dmmlkd.learner.distributed import BlockRng, block_bounds, make_halo
+from dmmlkd.learner.distributed import block_bounds, make_halo
+from dmmlkd.learner.local import LocalData
+from dmmlkd.learner.methods import method_names
 from dmmlkd.learner.topology import make_topology
 
 
@@ -37,12 +44,17 @@ def test_halo_is_the_neighbours_on_other_ranks(name: str, world: int) -> None:
             np.testing.assert_array_equal(rows + lo, halos[q].recv[r])
 
 
-def test_block_rng_consumes_the_stream_like_one_process() -> None:
-    whole = np.random.default_rng(4)
-    block = BlockRng(np.random.default_rng(4), 3, 7, 10)
-    for shape in [(10, 5), (10, 2)]:
-        expected = whole.random(shape)
-        np.testing.assert_array_equal(block.random((4, shape[1])), expected[3:7])
+def test_a_block_draws_its_rows_of_the_whole_stream() -> None:
+    """LocalData.batch with a layout keeps a block's rows of the draw for every device, and
+    leaves the generator where a draw for every device leaves it."""
+    parts = [np.arange(10 * k, 10 * k + 3 + k) for k in range(10)]
+    data = LocalData.create([np.zeros((100, 1), np.float32)], np.zeros(100, np.int64), parts)
+    block = LocalData.create([np.zeros((100, 1), np.float32)], np.zeros(100, np.int64), parts[3:7])
+    whole_rng, block_rng = np.random.default_rng(4), np.random.default_rng(4)
+    for _ in range(2):
+        expected = data.batch(5, whole_rng)
+        np.testing.assert_array_equal(block.batch(5, block_rng, (3, 10)), expected[3:7])
+    assert whole_rng.random() == block_rng.random()
 
 
 ARGS = ["--dataset", "synthetic", "--devices", "7", "--rounds", "3", "--topology", "erdos-renyi",
@@ -85,12 +97,56 @@ def test_nproc_user_errors_are_one_line(cli, tmp_path: Path) -> None:
     code, _, err = cli("train", "--dataset", "synthetic", "--devices", "3", "--nproc", "4",
                        "--quiet")
     assert code == 2 and "nproc 4 exceeds devices 3" in err and len(err.strip().splitlines()) == 1
-    code, _, err = cli("train", "--dataset", "synthetic", "--devices", "3", "--method", "ogm-ge",
-                       "--nproc", "2", "--quiet")
-    assert code == 2 and "not supported with --nproc" in err
     # An error raised inside the ranks (the partition) comes back as the same one line.
     out = tmp_path / "never"
     code, _, err = cli("train", "--dataset", "mfeat", "--devices", "161", "--nproc", "2",
                        "--out", str(out), "--quiet")
     assert code == 2 and "at most 144 devices" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# Wall-clock columns (everything else, simulated time included, must be equal to the bit).
+_TIMING = ["policy_time_s", "train_time_s", "solver_time_s", "policy_policy_time_s",
+           "wall_time_s"]
+_PARITY_BASE = {"dataset": "synthetic", "devices": 5, "rounds": 3, "n_samples": 150,
+                "topology": "erdos-renyi", "missing_rate": 0.3, "battery_scale": 0.9}
+_PARITY_CASES = [{"config": {**_PARITY_BASE, "method": m}} for m in method_names()] + [
+    # OGM-GE's gradient noise with uneven iteration counts: blocks run different numbers of
+    # iterations, and some block has no device updating a modality another block updates.
+    {"config": {**_PARITY_BASE, "method": "ogm-ge", "fusion_rule": "all"}, "schedule": True}]
+
+
+@pytest.fixture(scope="module")
+def gloo_tables(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """Every parity case run with --nproc 2's backend, all in one launch (2 gloo processes)."""
+    tmp = tmp_path_factory.mktemp("parity")
+    (tmp / "cases.json").write_text(json.dumps(_PARITY_CASES))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", str(Path(__file__).with_name("parity_ranks.py")),
+                           str(tmp / "cases.json"), str(tmp / "out.pkl")],
+                          capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp / "out.pkl", "rb") as f:
+        return list(pickle.load(f))
+
+
+@pytest.mark.parametrize("i", range(len(_PARITY_CASES)),
+                         ids=[c["config"]["method"] + ("+schedule" if c.get("schedule") else "")
+                              for c in _PARITY_CASES])
+def test_nproc_2_is_bit_identical_to_in_process_for_every_method(gloo_tables: list[Any],
+                                                                    i: int) -> None:
+    from parity_ranks import run_case
+
+    one = run_case(_PARITY_CASES[i])
+    rows, rounds, summary = gloo_tables[i]
+    pd.testing.assert_frame_equal(rows, one.rows, check_exact=True)
+    pd.testing.assert_frame_equal(rounds.drop(columns=_TIMING, errors="ignore"),
+                                  one.rounds.drop(columns=_TIMING, errors="ignore"),
+                                  check_exact=True)
+    assert json.dumps({k: v for k, v in summary.items() if k not in _TIMING}, sort_keys=True) == \
+        json.dumps({k: v for k, v in one.summary.items() if k not in _TIMING}, sort_keys=True)
+    assert len(one.rounds) == 3 and one.summary["status"] == "ok"
+    if _PARITY_CASES[i].get("schedule"):  # the case exercises what it is meant to
+        longest = one.rows.groupby(["round", "device"])["tau"].max().unstack()
+        assert (longest.iloc[:, :3].max(axis=1) != longest.iloc[:, 3:].max(axis=1)).any()

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out_dir(args.out)
     if args.nproc != 1:
-        from dmmlkd.learner.distributed import launch
+        from dmmlkd.bridge.distributed_entry import launch
 
         summary = launch(config, args.out, args.nproc)
     else:
