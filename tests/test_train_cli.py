@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -82,3 +86,33 @@ def test_bad_config_files_exit_2_with_one_line(cli, tmp_path: Path, body: str, m
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("lr,round_", [(1.0, 1), (5.0, 0)])
+def test_a_diverged_run_stops_says_so_in_one_line_and_exits_1(tmp_path: Path, lr: float,
+                                                               round_: int) -> None:
+    """lr 1 makes this tiny run's loss overflow to nan in round 1 (round losses 26.7, nan);
+    lr 5 to inf in round 0."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'[train]\ndataset = "synthetic"\ndevices = 4\nrounds = 6\nn_samples = 120\n'
+                      f'lr = {lr}\n')
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--config", str(config),
+                           "--quiet", "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == f"method 'dmml-kd' diverged in round {round_}: the training " \
+        f"loss became {'nan' if round_ else 'inf'} (training stopped there)"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_round"] == round_
+    assert summary["reason"] == proc.stderr.strip()
+    history = pd.read_csv(out / "history.csv")
+    assert history["round"].tolist() == list(range(round_ + 1))  # stopped at that round
+    assert history["loss"].iloc[:-1].map(math.isfinite).all()
+    assert not math.isfinite(history["loss"].iloc[-1])
+    # A run that does not diverge says "ok".
+    config.write_text(config.read_text().replace(f"lr = {lr}", "lr = 0.05"))
+    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--config", str(config),
+                           "--quiet", "--rounds", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok"
+    assert "diverged_round" not in json.loads(proc.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -46,7 +47,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Resolve the config, check memory and --out, train, write outputs, print the summary."""
+    """Resolve the config, check memory and --out, train, write outputs, print the summary
+    (a diverged run: its one-line reason, exit 1)."""
     from dmmlkd.learner.config import Rule, check_value, load_config
     from dmmlkd.learner.resources import check_memory
     from dmmlkd.userio import check_out_dir
@@ -70,5 +72,8 @@ def run(args: argparse.Namespace) -> int:
         from dmmlkd.bridge.training import run_train  # torch is imported only once the checks passed
 
         summary = run_train(config, args.out, progress=not args.quiet)
+    if summary.get("status") == "diverged":  # outputs are written; the run is not a result
+        print(summary["reason"], file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=1))
     return 0
