@@ -150,20 +150,3 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
             rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "method": method,
                          "cli_wall_s": wall, "status": status, "gap": gap})
     return pd.DataFrame(rows)
-
-
-def to_markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A Markdown table without extra dependencies."""
-    cols = list(frame.columns)
-
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            if math.isnan(v):
-                return ""
-            return format(v, floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in frame.iterrows():
-        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
-    return "\n".join(lines)

@@ -131,8 +131,8 @@ def targets(frame: pd.DataFrame) -> list[str]:
 def run_cli(args: argparse.Namespace) -> int:
     """`dmmlkd bench learner`: run the sweep, print Markdown, write it to --out (never over a file)."""
     from dmmlkd.allocator.io import atomic_write_text
-    from dmmlkd.benchmarks.bench_allocator import to_markdown
     from dmmlkd.studies.spec import StudyError
+    from dmmlkd.userio import to_markdown
 
     try:
         sizes = tuple(int(s) for s in args.learner_sizes.split(","))

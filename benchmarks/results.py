@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmmlkd.benchmarks.bench_allocator import to_markdown
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.studies.compare import default_jobs, paired_differences, run_configs
+from dmmlkd.userio import to_markdown
 
 # 20 rounds, not the 30: the whole study must fit ~20 min on a shared 2-core machine.
 SETTING = dict(dataset="mfeat", devices=8, alpha=0.5, rounds=20, local_iters=5)

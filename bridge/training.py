@@ -17,7 +17,7 @@ import tomli_w
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.learner.loop import RunResult, run
 from dmmlkd.learner.methods import get_method
-from dmmlkd.studies.outputs import atomic_dir
+from dmmlkd.userio import atomic_dir
 
 
 def policy_for(config: TrainConfig) -> Any:

@@ -15,9 +15,8 @@ import tomli_w
 
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.studies import style
-from dmmlkd.studies.outputs import atomic_dir
 from dmmlkd.studies.spec import StudyError
-from dmmlkd.userio import progress
+from dmmlkd.userio import atomic_dir, progress, to_markdown
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
                    "modality-dropout")
@@ -203,7 +202,6 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
                      reference: str | None = "dmml-kd") -> str:
     """Write tables, figures and the config atomically; return the Markdown final table (and
     the paired deltas against ``reference``, when it is among the methods)."""
-    from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     paired = paired_differences(finals, reference) \
         if reference is not None and reference in methods and len(methods) > 1 else None

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dmmlkd.studies import style
+from dmmlkd.studies.analysis import analyse
 from dmmlkd.studies.spec import StudySpec
 
 
@@ -26,7 +27,7 @@ def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
          tables: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Redraw every figure of a study into out_dir/figures; returns the PNG files.
 
-    tables: the sensitivity analysis (studies.report.analyse) when already computed.
+    tables: the sensitivity analysis (studies.analysis.analyse) when already computed.
     """
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -35,8 +36,6 @@ def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
         return []
     if spec.kind in ("morris", "sobol"):
         if tables is None:
-            from dmmlkd.studies.report import analyse
-
             tables = analyse(spec, results)
         if spec.kind == "morris":
             return _morris(tables.get("morris", pd.DataFrame()), fig_dir)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from dmmlkd.studies.analysis import analyse
 from dmmlkd.studies.spec import StudySpec
-from dmmlkd.userio import atomic_write, atomic_write_text
+from dmmlkd.userio import atomic_write, atomic_write_text, to_markdown
 
 GRID_OUTPUTS = {
     "solve": ("objective", "imbalance_network", "energy_total_j", "total_time_s"),
@@ -46,22 +47,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
-
-
-def analyse(spec: StudySpec, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The sensitivity analysis of a Morris or Sobol study (empty for a grid study)."""
-    if results.empty:
-        return {}
-    if spec.kind == "morris":
-        from dmmlkd.studies.morris import analyse as morris_analyse
-
-        return {"morris": morris_analyse(results, spec.morris, spec.outputs)}
-    if spec.kind == "sobol":
-        from dmmlkd.studies.sobol import analyse as sobol_analyse
-
-        indices, second, trend = sobol_analyse(results, spec.sobol, spec.outputs)
-        return {"indices": indices, "s2": second, "convergence": trend}
-    return {}
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -119,7 +104,6 @@ def _indices_table(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> pd.DataF
 def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.DataFrame],
                  figures: list[Path], out_dir: Path) -> Path:
     """DIR/report.md: what was run, what came out, where the figures are."""
-    from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     failed = int((results["status"] == "error").sum()) if "status" in results else 0
     lines = [f"# Study `{spec.name}` ({spec.kind})", "",

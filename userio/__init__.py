@@ -8,6 +8,7 @@ Each reader/writer takes the caller's error type, so a problem file still fails 
 
 from dmmlkd.userio.atomic import atomic_write, atomic_write_text, file_mode, folder_mode
 from dmmlkd.userio.errors import OutputError, UserError
+from dmmlkd.userio.markdown import to_markdown
 from dmmlkd.userio.memory import available_memory_bytes
 from dmmlkd.userio.outputs import MANIFEST, atomic_dir, check_creatable, check_out_dir, probe_writable
 from dmmlkd.userio.progress import progress
@@ -16,5 +17,5 @@ from dmmlkd.userio.toml import loads_toml, read_toml
 __all__ = [
     "MANIFEST", "OutputError", "UserError", "atomic_dir", "atomic_write", "atomic_write_text",
     "available_memory_bytes", "check_creatable", "check_out_dir", "file_mode", "folder_mode", "loads_toml",
-    "probe_writable", "progress", "read_toml",
+    "probe_writable", "progress", "read_toml", "to_markdown",
 ]

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_learner_bench(args)
     from dmmlkd.allocator.io import atomic_write_text
-    from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench, to_markdown
+    from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench
+    from dmmlkd.userio import to_markdown
 
     try:
         sizes = tuple(int(s) for s in args.sizes.split(","))

@@ -41,7 +41,7 @@ def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: 
     import pandas as pd
 
     from dmmlkd.allocator import generate_problem, solve
-    from dmmlkd.benchmarks.bench_allocator import to_markdown
+    from dmmlkd.userio import to_markdown
 
     rows = []
     for scope in ("device", "network"):
