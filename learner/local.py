@@ -156,8 +156,12 @@ def measure_variation(start: list[NDArray[np.float32]], end: list[NDArray[np.flo
     for m in range(M):
         for r in range(0, K, 256):  # row chunks: float64 copies of a few MB, not of (K, P)
             s, e = start[m][r:r + 256].astype(np.float64), end[m][r:r + 256].astype(np.float64)
-            change[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", e - s, e - s))
-            norm[r:r + 256] = np.sqrt(np.einsum("kp,kp->k", s, s))
+            n = s.shape[0]
+            if n == 1:  # einsum sums a lone row in another order: pad it, so that a row's
+                s, e = np.pad(s, ((0, 1), (0, 0))), np.pad(e, ((0, 1), (0, 0)))  # value never
+                # depends on how many rows are computed with it (a process's block of devices)
+            change[r:r + n] = np.sqrt(np.einsum("kp,kp->k", e - s, e - s))[:n]
+            norm[r:r + n] = np.sqrt(np.einsum("kp,kp->k", s, s))[:n]
         t = tau[:, m]
         v[:, m] = np.where(t > 0, change / (np.where(norm > 0, norm, 1.0) * np.maximum(t, 1)), np.nan)
     return v
