@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-all run lint bench results clean
+.PHONY: setup test test-slow test-all run lint bench results clean
 
 setup: $(STAMP)
 
@@ -15,8 +15,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The quick tier (pytest's default: -m 'not slow'); the slow tier is the Dask cluster and the
+# 3-process parity tests (CI runs both, .ci/run).
 test: setup
 	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 test-all: setup
 	$(PY) -m pytest -m ''

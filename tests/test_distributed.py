@@ -115,8 +115,11 @@ _PARITY_BASE = {"dataset": "synthetic", "devices": 5, "rounds": 3, "n_samples": 
 _PARITY_CASES = [{"config": {**_PARITY_BASE, "method": m}} for m in method_names()] + [
     # OGM-GE's gradient noise with uneven iteration counts: blocks run different numbers of
     # iterations, and some block has no device updating a modality another block updates.
-    {"config": {**_PARITY_BASE, "method": "ogm-ge", "fusion_rule": "all"}, "schedule": True}]
-_IDS = [c["config"]["method"] + ("+schedule" if c.get("schedule") else "") for c in _PARITY_CASES]
+    {"config": {**_PARITY_BASE, "method": "ogm-ge", "fusion_rule": "all"}, "schedule": True},
+    # A diverging run stops in the same round on every process (its loss is nan in round 1).
+    {"config": {**_PARITY_BASE, "method": "dmml-kd", "lr": 1.0, "rounds": 6}, "diverges": 1}]
+_IDS = [c["config"]["method"] + ("+schedule" if c.get("schedule") else "")
+        + ("+diverged" if "diverges" in c else "") for c in _PARITY_CASES]
 
 
 @functools.cache
@@ -147,8 +150,12 @@ def _check_parity(world: int, i: int) -> None:
                                   check_exact=True)
     assert json.dumps({k: v for k, v in summary.items() if k not in _TIMING}, sort_keys=True) == \
         json.dumps({k: v for k, v in one.summary.items() if k not in _TIMING}, sort_keys=True)
-    assert len(one.rounds) == 3 and one.summary["status"] == "ok"
-    if _PARITY_CASES[i].get("schedule"):  # the case exercises what it is meant to: some round
+    case = _PARITY_CASES[i]
+    if "diverges" in case:
+        assert one.summary["status"] == "diverged" and len(one.rounds) == case["diverges"] + 1
+    else:
+        assert len(one.rounds) == 3 and one.summary["status"] == "ok"
+    if case.get("schedule"):  # the case exercises what it is meant to: some round
         # where the blocks' longest devices run different iteration counts
         longest = one.rows.groupby(["round", "device"])["tau"].max().unstack()
         bounds = block_bounds(longest.shape[1], world)

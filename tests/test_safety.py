@@ -49,7 +49,7 @@ def dmmlkd(*args: str, cwd: Path | None = None, memory_limit: int | None = None,
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the caller's dmmlkd (installed or PYTHONPATH)
     return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, preexec_fn=limits)
 

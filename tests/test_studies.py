@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dmmlkd(*args: str, timeout: float = 180, **popen: object) -> subprocess.CompletedProcess:
     """The real command line in a fresh process: (returncode, stdout, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # the caller's dmmlkd (installed, or a checkout via PYTHONPATH)
     return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT, **popen)
 
@@ -203,7 +203,7 @@ def test_sigterm_ends_workers_and_keeps_the_journal(tmp_path: Path) -> None:
     spec = tmp_path / "slow.toml"
     spec.write_text(SLOW_SPEC)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)  # the caller's dmmlkd (installed, or a checkout via PYTHONPATH)
     proc = subprocess.Popen([sys.executable, "-m", "dmmlkd.cli", "study", str(spec), "--out",
                              str(out), "--jobs", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)

@@ -88,31 +88,44 @@ def test_bad_config_files_exit_2_with_one_line(cli, tmp_path: Path, body: str, m
     assert not out.exists()
 
 
-@pytest.mark.parametrize("lr,round_", [(1.0, 1), (5.0, 0)])
-def test_a_diverged_run_stops_says_so_in_one_line_and_exits_1(tmp_path: Path, lr: float,
-                                                               round_: int) -> None:
-    """lr 1 makes this tiny run's loss overflow to nan in round 1 (round losses 26.7, nan);
-    lr 5 to inf in round 0."""
+def _diverging(tmp_path: Path, lr: float) -> Path:
     config = tmp_path / "run.toml"
     config.write_text(f'[train]\ndataset = "synthetic"\ndevices = 4\nrounds = 6\nn_samples = 120\n'
                       f'lr = {lr}\n')
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--config", str(config),
-                           "--quiet", "--out", str(out)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.strip() == f"method 'dmml-kd' diverged in round {round_}: the training " \
-        f"loss became {'nan' if round_ else 'inf'} (training stopped there)"
+    return config
+
+
+def _check_diverged(out: Path, stderr: str, round_: int, loss: str) -> None:
+    assert stderr.strip() == f"method 'dmml-kd' diverged in round {round_}: the training loss " \
+        f"became {loss} (training stopped there)"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and summary["diverged_round"] == round_
-    assert summary["reason"] == proc.stderr.strip()
+    assert summary["reason"] == stderr.strip()
     history = pd.read_csv(out / "history.csv")
     assert history["round"].tolist() == list(range(round_ + 1))  # stopped at that round
     assert history["loss"].iloc[:-1].map(math.isfinite).all()
     assert not math.isfinite(history["loss"].iloc[-1])
-    # A run that does not diverge says "ok".
-    config.write_text(config.read_text().replace(f"lr = {lr}", "lr = 0.05"))
-    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--config", str(config),
-                           "--quiet", "--rounds", "2"], capture_output=True, text=True)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["status"] == "ok"
-    assert "diverged_round" not in json.loads(proc.stdout)
+
+
+def test_a_diverged_run_stops_says_so_in_one_line_and_exits_1(tmp_path: Path) -> None:
+    """The real command line: lr 1 makes this tiny run's loss overflow to nan in round 1
+    (round losses 26.7, nan)."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "dmmlkd.cli", "train", "--config",
+                           str(_diverging(tmp_path, 1.0)), "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and proc.stdout == ""
+    _check_diverged(out, proc.stderr, 1, "nan")
+
+
+def test_an_infinite_loss_is_divergence_too_and_a_normal_run_is_ok(cli, tmp_path: Path) -> None:
+    """lr 5: the loss is inf in round 0; the same run at lr 0.05 is "ok"."""
+    config = _diverging(tmp_path, 5.0)
+    code, stdout, err = cli("train", "--config", str(config), "--quiet", "--out",
+                            str(tmp_path / "run"))
+    assert code == 1 and stdout == ""
+    _check_diverged(tmp_path / "run", err, 0, "inf")
+    config.write_text(config.read_text().replace("lr = 5.0", "lr = 0.05"))
+    code, stdout, _ = cli("train", "--config", str(config), "--quiet", "--rounds", "2")
+    assert code == 0 and json.loads(stdout)["status"] == "ok"
+    assert "diverged_round" not in json.loads(stdout)
