@@ -1,6 +1,6 @@
 """The DMML-KD learner: data, partitions, topologies, models, local training, gossip, the loop.
 
-Depends on `metrics` only; allocation policies are passed in by `studies`.
+Depends on `metrics` and `userio` only; allocation policies are passed in by `bridge`.
 """
 
 from dmmlkd.learner.errors import ConfigError

@@ -5,6 +5,9 @@ any `Policy`: a callable from a `RoundState` to a `PolicyDecision` (or a (K, M) 
 Energy is charged from the policy's tau (`EnergyProfile.round_cost`) and, independently,
 derived from the passes local training executed (`EnergyProfile.executed_cost`); both are logged
 (`energy_used_j`, `executed_energy_j`) and must agree.
+
+This is the only round loop: a run in one process and a run over N processes (`--nproc`,
+torchrun) differ only in the communication backend `run` is given (learner/comm.py).
 """
 
 from __future__ import annotations
