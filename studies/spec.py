@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dmmlkd.userio.errors import UserError
+
 KINDS = ("solve", "train", "morris", "sobol")
 SENSITIVITY_KINDS = ("morris", "sobol")
 STUDY_KEYS = frozenset({"name", "kind", "seeds", "jobs", "cluster"})
@@ -37,10 +39,8 @@ SOBOL_KEYS = frozenset({"model", "samples", "seed", "second_order", "resamples",
                         "ranges"})
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """A user-caused study error (bad spec, changed spec, busy folder); one line, exit code 2."""
-
-    exit_code = 2
 
 
 def train_keys() -> frozenset[str]:
