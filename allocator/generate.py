@@ -24,6 +24,7 @@ from dmmlkd.metrics.energy import (
     path_gain,
     round_cycles,
 )
+from dmmlkd.userio.options import DEFAULTS
 
 __all__ = ["MODALITY_NAMES", "generate_problem", "modality_names", "random_availability"]
 # Above this many (device, modality) cells a generated problem is refused before drawing it
@@ -51,17 +52,17 @@ def _sig(x: np.ndarray, digits: int = 6, up: bool = False) -> np.ndarray:
 def generate_problem(
     devices: int = 10,
     modalities: int = 4,
-    scope: str = "device",
+    scope: str = DEFAULTS.scope,
     budget_scale: float = 1.0,
     missing_rate: float = 0.0,
     seed: int = 0,
     speed_spread: float = 1.0,
     energy_spread: float = 1.0,
-    delta: float = 0.1,
-    mu: float = 5.0,
-    epsilon: float = 1e-3,
-    tau_min: int = 1,
-    tau_max: int = 20,
+    delta: float = DEFAULTS.delta,
+    mu: float = DEFAULTS.mu,
+    epsilon: float = DEFAULTS.epsilon,
+    tau_min: int = DEFAULTS.tau_min,
+    tau_max: int = DEFAULTS.tau_max,
     cpu_levels: int = 0,
     deadline_scale: float | None = None,
 ) -> Problem:

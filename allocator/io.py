@@ -24,6 +24,7 @@ from dmmlkd.allocator.energy import (
 from dmmlkd.allocator.errors import ProblemError
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.metrics.energy import BACKWARD_CYCLES_FACTOR, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITANCE
+from dmmlkd.userio.options import DEFAULTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,8 +38,8 @@ DEVICE_FIELDS = frozenset({
     "cpu_levels_hz", "comm_time_s",
 })
 PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline_s")
-_DEFAULTS: dict[str, Any] = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1,
-                             "mu": 5.0, "epsilon": 1e-3, "deadline_s": None}
+# The options' defaults are the allocator's (userio.options.AllocatorOptions); no deadline.
+_DEFAULTS: dict[str, Any] = {**DEFAULTS.problem_options(), "deadline_s": None}
 # A number in a problem file: int or float, never bool (True is an int in Python) or text.
 _NUMBER_TYPES = (int, float)
 

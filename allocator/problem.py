@@ -27,8 +27,9 @@ from dmmlkd.metrics.energy import (
     fits_deadline,
     round_cycles,
 )
+from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, SCOPES, check_option
 
-SCOPES = ("device", "network")
+__all__ = ["SCOPES", "LevelCaps", "OperatingPoint", "Problem"]
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,12 @@ class Problem:
     comm_energy: NDArray[np.float64] = None  # type: ignore[assignment]
     budget: NDArray[np.float64] = None  # type: ignore[assignment]
     weight: NDArray[np.float64] = None  # type: ignore[assignment]
-    scope: str = "device"
-    tau_min: int = 1
-    tau_max: int = 20
-    delta: float = 0.1
-    mu: float = 5.0
-    epsilon: float = 1e-3
+    scope: str = DEFAULTS.scope  # the options' defaults: userio.options.AllocatorOptions
+    tau_min: int = DEFAULTS.tau_min
+    tau_max: int = DEFAULTS.tau_max
+    delta: float = DEFAULTS.delta
+    mu: float = DEFAULTS.mu
+    epsilon: float = DEFAULTS.epsilon
     deadline_s: float | None = None
     cpu_levels_hz: NDArray[np.float64] | None = None
     cycles_forward: NDArray[np.float64] | None = None
@@ -164,22 +165,14 @@ class Problem:
         empty = ~holds.any(axis=1)
         if empty.any():
             raise ProblemError(f"device {devices[int(np.argmax(empty))]!r} holds no modality")
-        if self.scope not in SCOPES:
-            raise ProblemError(f"scope must be one of {', '.join(SCOPES)} (got {self.scope!r})")
+        for name in PROBLEM_FIELDS:  # the options' one rule (userio.options)
+            check_option(name, getattr(self, name), ProblemError)
         for name in ("tau_min", "tau_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise ProblemError(f"{name} must be an integer (got {value!r})")
-            set_(self, name, int(value))
-        if self.tau_min < 1:
-            raise ProblemError(f"tau_min must be >= 1 (got {self.tau_min})")
+            set_(self, name, int(getattr(self, name)))
+        for name in ("delta", "mu", "epsilon"):
+            set_(self, name, float(getattr(self, name)))
         if self.tau_min > self.tau_max:
             raise ProblemError(f"tau_min ({self.tau_min}) must be <= tau_max ({self.tau_max})")
-        for name, lower in (("delta", 0.0), ("mu", 0.0), ("epsilon", 0.0)):
-            number = float(getattr(self, name))
-            if not math.isfinite(number) or number < lower:
-                raise ProblemError(f"{name} must be a finite number >= {lower:g} (got {number!r})")
-            set_(self, name, number)
         self._check_finite_objective()
         if self.energy_norm_j is not None:
             norm = float(self.energy_norm_j)

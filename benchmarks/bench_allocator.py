@@ -133,13 +133,13 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scope, K, method, extra, levels in cases:
+        for scope, K, solver, extra, levels in cases:
             path = Path(tmp) / f"{scope}-{K}-{levels}.json"
             write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1,
                                            cpu_levels=levels,
                                            deadline_scale=0.8 if levels else None), path)
             # Table output: what a person reads; JSON of 100,000 devices costs ~0.7 s to print.
-            cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--method", method,
+            cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--solver", solver,
                    *extra]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
@@ -147,7 +147,7 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
             wall = time.perf_counter() - t0
             found = re.search(r": (\w+)\s+objective .* gap (\S+)%", proc.stdout)
             status, gap = (found.group(1), float(found.group(2)) / 100) if found else ("?", math.nan)
-            rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "method": method,
+            rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "solver": solver,
                          "cli_wall_s": wall, "status": status, "gap": gap})
     return pd.DataFrame(rows)
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from dmmlkd.userio import atomic_write
+from dmmlkd.userio.options import DEFAULTS
 
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
+SOLVER_KEYS = ("solver", "time_limit", "mip_gap")  # how a cell's instance is solved
 FILES_KEY = "_files"  # payload key: a train cell's output files, {relative path: base64 bytes}
 
 
@@ -26,11 +28,11 @@ def solve_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Generate the instance and solve it; the allocation summary."""
     from dmmlkd.allocator import generate_problem, solve
 
+    options = DEFAULTS.with_(**{k: params[k] for k in SOLVER_KEYS if k in params})
     problem = generate_problem(seed=seed, **{k: params[k] for k in GENERATE_KEYS if k in params})
-    alloc = solve(problem, params.get("method", "heuristic"),
-                  time_limit=params.get("time_limit", 10.0), mip_gap=params.get("mip_gap", 1e-4))
+    alloc = solve(problem, options.solver, **options.solve_options())
     out = alloc.summary()
-    out.pop("method", None)
+    out.pop("solver", None)
     out.pop("scope", None)
     out["total_time_s"] = alloc.total_time_s
     return out

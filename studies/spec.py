@@ -19,9 +19,11 @@ STUDY_KEYS = frozenset({"name", "kind", "seeds", "jobs", "cluster"})
 EXECUTION_KEYS = ("jobs", "cluster")
 SOLVE_KEYS = frozenset({
     "devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
-    "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max", "method", "time_limit",
+    "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max", "solver", "time_limit",
     "mip_gap",
 })
+# Old option names: refused with a line naming the new one.
+RENAMED_SOLVE_KEYS = {"method": "solver"}
 # The models a sensitivity study can vary, the factors each accepts, and the outputs analysed.
 MODEL_FACTORS: dict[str, frozenset[str]] = {
     "solve": frozenset({"budget_scale", "delta", "mu", "speed_spread", "energy_spread",
@@ -224,6 +226,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
     allowed = train_keys() if model == "train" else SOLVE_KEYS if model == "solve" else frozenset()
     for table, values in (("base", base), ("grid", grid)):
         for key in values:
+            if model == "solve" and key in RENAMED_SOLVE_KEYS:
+                raise StudyError(f"{source}: {table}.{key} is now {table}.{RENAMED_SOLVE_KEYS[key]} "
+                                 f"(the allocator's algorithm is the solver)")
             if key not in allowed:
                 raise StudyError(f"{source}: unknown {table} option {key!r} for a {model} study")
     for key, values in grid.items():

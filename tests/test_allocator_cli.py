@@ -73,14 +73,14 @@ def test_solve_json_output_hand_checked(cli, good_file: Path) -> None:
 def test_solve_table_and_csv(cli, good_file: Path) -> None:
     code, out, _ = cli("solve", str(good_file))
     assert code == 0 and "dev0" in out and "imbalance" in out
-    code, out, _ = cli("solve", str(good_file), "--format", "csv", "--method", "uniform")
-    assert code == 0 and out.splitlines()[0].startswith("method,device,modality,tau")
+    code, out, _ = cli("solve", str(good_file), "--format", "csv", "--solver", "uniform")
+    assert code == 0 and out.splitlines()[0].startswith("solver,device,modality,tau")
     assert len(out.strip().splitlines()) == 1 + 3
 
 
 @pytest.mark.parametrize("method", ["exact", "heuristic", "proportional", "uniform"])
 def test_solve_every_method_and_scope_override(cli, good_file: Path, method: str) -> None:
-    code, out, err = cli("solve", str(good_file), "--method", method, "--scope", "network",
+    code, out, err = cli("solve", str(good_file), "--solver", method, "--scope", "network",
                          "--format", "json")
     assert code == 0, err
     assert json.loads(out)["scope"] == "network"
@@ -215,7 +215,7 @@ LEVELS_JSON = {
 def test_solve_levels_json_reports_frequency_and_time(cli, tmp_path: Path, method: str) -> None:
     path = tmp_path / "levels.json"
     path.write_text(json.dumps(LEVELS_JSON))
-    code, out, err = cli("solve", str(path), "--method", method, "--format", "json")
+    code, out, err = cli("solve", str(path), "--solver", method, "--format", "json")
     assert code == 0, err
     result = json.loads(out)
     # d1 holds one modality at 1 GHz: C = 32 * 3 * 3e5 * tau = 2.88e7 tau cycles take
@@ -225,7 +225,7 @@ def test_solve_levels_json_reports_frequency_and_time(cli, tmp_path: Path, metho
     assert result["cpu_hz"]["d1"] == 1e9
     assert result["time_s"]["d1"] == pytest.approx(0.0288 * 9 + 0.02)
     assert set(result["cpu_hz"]) == {"d0", "d1"} and result["time_s"]["d0"] <= 0.3 * (1 + 1e-9)
-    code, out, _ = cli("solve", str(path), "--method", method)
+    code, out, _ = cli("solve", str(path), "--solver", method)
     assert code == 0 and "cpu_GHz" in out and "deadline 0.3 s" in out
 
 

@@ -30,6 +30,11 @@ from dmmlkd.learner.errors import ConfigError
 from dmmlkd.userio import MANIFEST, OutputError, atomic_dir, atomic_write_text, progress, read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pythonpath() -> str:
+    """The caller's PYTHONPATH first (a checkout's build/ns link), then the repository root."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
 TINY = ["--dataset", "synthetic", "--devices", "2", "--rounds", "1"]
 COMMANDS_TINY = {
     "train": ["train", *TINY, "--quiet"],
@@ -49,7 +54,7 @@ def dmmlkd(*args: str, cwd: Path | None = None, memory_limit: int | None = None,
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, preexec_fn=limits)
 
@@ -403,6 +408,7 @@ def test_config_choices_match_the_allocator_and_the_policies() -> None:
     from dmmlkd.allocator.solvers import METHODS
     from dmmlkd.bridge.policies import BUDGET_RULES as POLICY_RULES
 
+    # One list each (userio.options): the allocator's registry is built from SOLVERS.
     assert set(SOLVERS) == set(METHODS)
     assert set(BUDGET_RULES) == set(POLICY_RULES)
 

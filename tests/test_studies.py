@@ -23,9 +23,14 @@ from dmmlkd.studies.runner import STOP_AFTER_ENV, read_journal
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _pythonpath() -> str:
+    """The caller's PYTHONPATH first (a checkout's build/ns link), then the repository root."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+
+
 def dmmlkd(*args: str, timeout: float = 180, **popen: object) -> subprocess.CompletedProcess:
     """The real command line in a fresh process: (returncode, stdout, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
     return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT, **popen)
 
@@ -43,7 +48,7 @@ scope = "network"
 
 [grid]
 budget_scale = [0.5, 1.0, 2.0]
-method = ["heuristic", "uniform"]
+solver = ["heuristic", "uniform"]
 """
 
 
@@ -60,13 +65,13 @@ def test_tiny_study_end_to_end(cli, spec_file: Path, tmp_path: Path) -> None:
     assert code == 0, err
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 3 * 2 * 2
-    assert set(results["method"]) == {"heuristic", "uniform"}
+    assert set(results["solver"]) == {"heuristic", "uniform"}
     assert {"budget_scale", "seed", "objective", "imbalance_network", "energy_total_j",
             "solve_time_s", "gap", "status"} <= set(results.columns)
     assert (out / "spec.toml").exists()
     assert (out / "figures" / "objective_imbalance_vs_budget_scale.png").exists()
     # More budget never lowers the heuristic's objective here (same instance up to the budget).
-    heur = results[results["method"] == "heuristic"].groupby("budget_scale")["objective"].mean()
+    heur = results[results["solver"] == "heuristic"].groupby("budget_scale")["objective"].mean()
     assert heur.is_monotonic_increasing
 
 
@@ -186,7 +191,7 @@ seeds = [0, 1, 2, 3]
 devices = 2000
 modalities = 4
 scope = "network"
-method = "exact"
+solver = "exact"
 time_limit = 120.0
 """
 
@@ -203,7 +208,7 @@ def test_sigterm_ends_workers_and_keeps_the_journal(tmp_path: Path) -> None:
     spec = tmp_path / "slow.toml"
     spec.write_text(SLOW_SPEC)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}
     proc = subprocess.Popen([sys.executable, "-m", "dmmlkd.cli", "study", str(spec), "--out",
                              str(out), "--jobs", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -355,7 +360,7 @@ seeds = [0]
 [base]
 devices = 5
 modalities = 2
-method = "heuristic"
+solver = "heuristic"
 [morris]
 trajectories = 3
 levels = 4
@@ -390,7 +395,7 @@ def test_dask_local_cluster_gives_the_jobs_1_rows(cli, spec_file: Path, tmp_path
     run = dmmlkd("study", str(spec_file), "--out", str(tmp_path / "b"), "--cluster", "local",
                  "--jobs", "2")
     assert run.returncode == 0, run.stderr
-    cols = ["cell_id", "seed", "budget_scale", "method", "objective", "imbalance_network",
+    cols = ["cell_id", "seed", "budget_scale", "solver", "objective", "imbalance_network",
             "energy_total_j", "status"]
     a = pd.read_parquet(tmp_path / "a" / "results.parquet")[cols].sort_values("cell_id")
     b = pd.read_parquet(tmp_path / "b" / "results.parquet")[cols].sort_values("cell_id")

@@ -4,7 +4,7 @@
    (fac) and weak (zer) views, 8 heterogeneous devices (CPU speeds, links), label skew
    alpha = 0.5, the same battery for every method (``--missing-rate`` for devices holding
    different view sets); tables and figures in --out.
-2. Allocation alone: every allocation method on a generated instance, both scopes.
+2. Allocation alone: every allocation solver on a generated instance, both scopes.
 """
 
 from __future__ import annotations
@@ -37,20 +37,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: float) -> str:
-    """Solve one generated instance per scope with every method; a Markdown table."""
+    """Solve one generated instance per scope with every solver; a Markdown table."""
     import pandas as pd
 
-    from dmmlkd.allocator import generate_problem, solve
+    from dmmlkd.allocator import SOLVERS, generate_problem, solve
     from dmmlkd.benchmarks.bench_allocator import to_markdown
 
     rows = []
     for scope in ("device", "network"):
         problem = generate_problem(devices=devices, modalities=modalities, scope=scope, seed=seed)
-        for method in ("exact", "heuristic", "proportional", "uniform"):
-            alloc = solve(problem, method, time_limit=time_limit)
+        for solver in SOLVERS:
+            alloc = solve(problem, solver, time_limit=time_limit)
             s = alloc.summary()
             rows.append({
-                "scope": scope, "method": method, "status": s["status"],
+                "scope": scope, "solver": solver, "status": s["status"],
                 "objective": s["objective"], "gap": s["gap"],
                 "imbalance_network": s["imbalance_network"],
                 "imbalance_device_mean": s["imbalance_device_mean"],

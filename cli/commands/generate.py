@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from dmmlkd.userio.options import DEFAULTS, SCOPES
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `generate`."""
@@ -14,17 +16,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        "physical model (CPU frequency, cycles, Shannon-rate links).")
     p.add_argument("--devices", type=int, default=10, metavar="K")
     p.add_argument("--modalities", type=int, default=4, metavar="M")
-    p.add_argument("--scope", choices=["device", "network"], default="device")
+    p.add_argument("--scope", choices=SCOPES, default=DEFAULTS.scope)
     p.add_argument("--budget-scale", type=float, default=1.0, metavar="X",
                    help="budget relative to running every modality at mid tau (default 1)")
     p.add_argument("--missing-rate", type=float, default=0.0, metavar="R")
     p.add_argument("--speed-spread", type=float, default=1.0, help="decades between modality speeds")
     p.add_argument("--energy-spread", type=float, default=1.0, help="decades between modality costs")
-    p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--mu", type=float, default=5.0)
-    p.add_argument("--epsilon", type=float, default=1e-3)
-    p.add_argument("--tau-min", type=int, default=1)
-    p.add_argument("--tau-max", type=int, default=20)
+    d = DEFAULTS  # the allocator's option defaults (userio.options.AllocatorOptions)
+    p.add_argument("--delta", type=float, default=d.delta,
+                   help=f"balance tolerance (default {d.delta:g})")
+    p.add_argument("--mu", type=float, default=d.mu,
+                   help=f"price of progress beyond (1 + delta) x the floor (default {d.mu:g})")
+    p.add_argument("--epsilon", type=float, default=d.epsilon,
+                   help=f"weight of the energy tie-break (default {d.epsilon:g})")
+    p.add_argument("--tau-min", type=int, default=d.tau_min,
+                   help=f"fewest local iterations of a held modality (default {d.tau_min})")
+    p.add_argument("--tau-max", type=int, default=d.tau_max,
+                   help=f"most local iterations of a modality (default {d.tau_max})")
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
                    help="give every device N CPU levels (k/N x its f_max; default 0: no "
                    "time/frequency model)")
