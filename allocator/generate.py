@@ -24,9 +24,10 @@ from dmmlkd.metrics.energy import (
     path_gain,
     round_cycles,
 )
-from dmmlkd.userio.options import DEFAULTS
+from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, check_option
 
-__all__ = ["MODALITY_NAMES", "generate_problem", "modality_names", "random_availability"]
+__all__ = ["MODALITY_NAMES", "check_generate_options", "generate_problem", "modality_names",
+           "random_availability"]
 # Above this many (device, modality) cells a generated problem is refused before drawing it
 # (the arrays of a problem take ~100 bytes per cell; 100,000 x 8 is the benchmark's largest).
 MAX_CELLS = 50_000_000
@@ -77,13 +78,11 @@ def generate_problem(
     sets the deadline to that multiple of the slowest device's time for the middle tau at f_max
     (never below what tau_min needs at f_max).
     """
-    _check_int("devices", devices, 1)
-    _check_int("modalities", modalities, 1)
-    _check_int("cpu_levels", cpu_levels, 0)
-    _check_int("seed", seed, 0, 2**32 - 1)
-    if devices * modalities > MAX_CELLS:
-        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
-                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    check_generate_options(devices=devices, modalities=modalities, scope=scope,
+                           budget_scale=budget_scale, missing_rate=missing_rate, seed=seed,
+                           speed_spread=speed_spread, energy_spread=energy_spread, delta=delta,
+                           mu=mu, epsilon=epsilon, tau_min=tau_min, tau_max=tau_max,
+                           cpu_levels=cpu_levels, deadline_scale=deadline_scale)
     from dmmlkd.userio import available_memory_bytes
 
     have = available_memory_bytes()
@@ -91,19 +90,6 @@ def generate_problem(
         raise ProblemError(f"devices x modalities = {devices * modalities:,} cells need about "
                            f"{devices * modalities * _BYTES_PER_CELL / 2**30:.1f} GiB, more than "
                            f"the {have / 2**30:.1f} GiB available: lower devices")
-    for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
-                             ("energy_spread", energy_spread, 0.0),
-                             ("deadline_scale", deadline_scale, None)):
-        if value is None:
-            continue
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or (
-                value <= 0 if low is None else value < low):
-            rule = "> 0" if low is None else f">= {low:g}"
-            raise ProblemError(f"{name} must be a finite number {rule} (got {value!r})")
-    if not 0.0 <= missing_rate < 1.0:
-        raise ProblemError(f"missing_rate must be in [0, 1) (got {missing_rate})")
-    if deadline_scale is not None and not cpu_levels:
-        raise ProblemError("deadline_scale needs cpu_levels >= 1 (the time/frequency model)")
     rng = np.random.default_rng(seed)
     K, M = devices, modalities
     holds = random_availability(K, M, missing_rate, rng)
@@ -154,6 +140,46 @@ def generate_problem(
         mu=mu,
         epsilon=epsilon,
     )
+
+
+def check_generate_options(devices: int = 10, modalities: int = 4, scope: str = DEFAULTS.scope,
+                           budget_scale: float = 1.0, missing_rate: float = 0.0, seed: int = 0,
+                           speed_spread: float = 1.0, energy_spread: float = 1.0,
+                           delta: float = DEFAULTS.delta, mu: float = DEFAULTS.mu,
+                           epsilon: float = DEFAULTS.epsilon, tau_min: int = DEFAULTS.tau_min,
+                           tau_max: int = DEFAULTS.tau_max, cpu_levels: int = 0,
+                           deadline_scale: float | None = None) -> None:
+    """Check generate_problem's options without drawing anything (ProblemError naming one).
+
+    A study checks every cell with it before the first cell runs.
+    """
+    _check_int("devices", devices, 1)
+    _check_int("modalities", modalities, 1)
+    _check_int("cpu_levels", cpu_levels, 0)
+    _check_int("seed", seed, 0, 2**32 - 1)
+    if devices * modalities > MAX_CELLS:
+        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
+                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
+                             ("energy_spread", energy_spread, 0.0),
+                             ("deadline_scale", deadline_scale, None)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or (value <= 0 if low is None else value < low):
+            rule = "> 0" if low is None else f">= {low:g}"
+            raise ProblemError(f"{name} must be a finite number {rule} (got {value!r})")
+    if isinstance(missing_rate, bool) or not isinstance(missing_rate, (int, float)) \
+            or not 0.0 <= missing_rate < 1.0:
+        raise ProblemError(f"missing_rate must be in [0, 1) (got {missing_rate!r})")
+    if deadline_scale is not None and not cpu_levels:
+        raise ProblemError("deadline_scale needs cpu_levels >= 1 (the time/frequency model)")
+    options = {"scope": scope, "tau_min": tau_min, "tau_max": tau_max, "delta": delta, "mu": mu,
+               "epsilon": epsilon}
+    for name in PROBLEM_FIELDS:
+        check_option(name, options[name], ProblemError)
+    if tau_min > tau_max:
+        raise ProblemError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:

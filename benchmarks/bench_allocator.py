@@ -19,6 +19,7 @@ import pandas as pd
 
 from dmmlkd.allocator import generate_problem, solve
 from dmmlkd.allocator.io import write_problem
+from dmmlkd.userio.options import DEFAULTS
 
 
 @dataclass
@@ -28,7 +29,7 @@ class BenchConfig:
     sizes: tuple[int, ...] = (10, 100, 1_000, 10_000, 100_000)
     scopes: tuple[str, ...] = ("device", "network")
     modalities: int = 4
-    time_limit: float = 10.0
+    time_limit: float | None = DEFAULTS.time_limit
     exact_max_devices: dict[str, int] | None = None
     heuristic_max_devices: dict[str, int] | None = None
     seed: int = 0
@@ -117,7 +118,7 @@ def _format_row(row: dict) -> str:
     return "  ".join(parts)
 
 
-def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
+def cli_targets(time_limit: float | None = DEFAULTS.time_limit) -> pd.DataFrame:
     """The issue's targets, end to end through the command line from JSON files.
 
     The last two cases are the time/frequency model: 4 CPU levels per device and a deadline

@@ -280,7 +280,7 @@ def test_memory_estimate_grows_with_the_run() -> None:
     (["demo", "--jobs", "0"], "jobs must be in [1, 1024] (got 0)"),
     (["demo", "--rounds", "0"], "rounds must be in [1, 1e6]"),
     (["demo", "--time-limit", "nan"], "time_limit must be a finite number"),
-    (["train", *TINY, "--battery", "1e308"], "battery_j must be in (0, 1e12]"),
+    (["train", *TINY, "--battery-j", "1e308"], "battery_j must be in (0, 1e12]"),
     (["train", *TINY, "--solver", "foo"], "solver must be one of"),
     (["train", *TINY, "--views", "m0,,m1"], "views must not be empty"),
 ])

@@ -7,6 +7,8 @@ import platform
 import time
 from typing import Any
 
+from dmmlkd.userio.options import DEFAULTS
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `bench`."""
@@ -16,7 +18,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="comma-separated device counts")
     p.add_argument("--scopes", default="device,network")
     p.add_argument("--modalities", type=int, default=4)
-    p.add_argument("--time-limit", type=float, default=10.0, help="exact solver limit (s)")
+    p.add_argument("--time-limit", type=float, default=DEFAULTS.time_limit,
+                   help=f"exact solver limit in seconds (default {DEFAULTS.time_limit:g})")
     p.add_argument("--exact-max", type=int, default=10_000,
                    help="largest device count given to exact")
     p.add_argument("--network-max", type=int, default=100_000,

@@ -13,6 +13,8 @@ import argparse
 import time
 from typing import Any
 
+from dmmlkd.userio.options import DEFAULTS
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `demo`."""
@@ -30,7 +32,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="share of (device, view) pairs missing (default 0: all views held)")
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--alloc-devices", type=int, default=200)
-    p.add_argument("--time-limit", type=float, default=10.0)
+    p.add_argument("--time-limit", type=float, default=DEFAULTS.time_limit,
+                   help=f"exact solver limit in seconds (default {DEFAULTS.time_limit:g})")
     p.add_argument("--skip-learning", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
