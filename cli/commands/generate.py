@@ -14,12 +14,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="write a random seeded allocation problem",
                        description="Generate an allocation problem whose energies come from the "
                        "physical model (CPU frequency, cycles, Shannon-rate links).")
-    p.add_argument("--devices", type=int, default=10, metavar="K")
-    p.add_argument("--modalities", type=int, default=4, metavar="M")
-    p.add_argument("--scope", choices=SCOPES, default=DEFAULTS.scope)
+    p.add_argument("--devices", type=int, default=10, metavar="K", help="devices (default 10)")
+    p.add_argument("--modalities", type=int, default=4, metavar="M",
+                   help="modalities (default 4)")
+    p.add_argument("--scope", choices=SCOPES, default=DEFAULTS.scope,
+                   help=f"balance per device or over the network (default {DEFAULTS.scope})")
     p.add_argument("--budget-scale", type=float, default=1.0, metavar="X",
                    help="budget relative to running every modality at mid tau (default 1)")
-    p.add_argument("--missing-rate", type=float, default=0.0, metavar="R")
+    p.add_argument("--missing-rate", type=float, default=0.0, metavar="R",
+                   help="share of (device, modality) pairs not held (default 0)")
     p.add_argument("--speed-spread", type=float, default=1.0, help="decades between modality speeds")
     p.add_argument("--energy-spread", type=float, default=1.0, help="decades between modality costs")
     d = DEFAULTS  # the allocator's option defaults (userio.options.AllocatorOptions)
