@@ -27,7 +27,7 @@ from dmmlkd.metrics.energy import (
     fits_deadline,
     round_cycles,
 )
-from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, SCOPES, check_option
+from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, SCOPES, check_option, parse_deadline
 
 __all__ = ["SCOPES", "LevelCaps", "OperatingPoint", "Problem"]
 
@@ -83,7 +83,8 @@ class Problem:
     ``capacitance`` (K,) and ``comm_time_s`` (K,). Then ``forward_energy``/``backward_energy``
     are derived (the energies at each device's top level) and need not be given; a table at
     level f costs kappa f^2 C + comm_energy and takes C / f + comm_time_s, with
-    C = B (L sum c_f + sum tau c_b). ``deadline_s`` (optional) bounds that time.
+    C = B (L sum c_f + sum tau c_b). ``deadline_s`` (optional; ``deadline`` in files and flags)
+    bounds that time.
     """
 
     modalities: tuple[str, ...]
@@ -185,7 +186,7 @@ class Problem:
             if late.any():
                 k = int(np.argmax(late))
                 raise ProblemError(
-                    f"device {devices[k]!r}: deadline_s {self.deadline_s:g} s cannot fit "
+                    f"device {devices[k]!r}: deadline {self.deadline_s:g} s cannot fit "
                     f"tau_min={self.tau_min} even at its top level ({cheapest.time_s[k]:g} s)"
                 )
         short = ~fits_budget(cheapest.compute_energy + self.comm_energy, self.budget)
@@ -220,19 +221,16 @@ class Problem:
         """Validate the time/frequency fields; derive the top-level energies from them."""
         set_ = object.__setattr__
         n_dev, n_mod = holds.shape
-        if self.deadline_s is not None:
-            d = self.deadline_s
-            if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(float(d)) or float(d) <= 0:
-                raise ProblemError(f"deadline_s must be a finite number > 0 (got {d!r})")
-            set_(self, "deadline_s", float(d))
+        # The one deadline rule (userio.options.parse_deadline): seconds > 0, or none.
+        deadline = parse_deadline(self.deadline_s, ProblemError)
+        set_(self, "deadline_s", None if deadline == "none" else deadline)
         extra = ("cycles_forward", "cycles_backward", "batch_size", "capacitance", "comm_time_s")
         if self.cpu_levels_hz is None:
             given = [n for n in extra if getattr(self, n) is not None]
             if given:
                 raise ProblemError(f"{given[0]} needs cpu_levels_hz (the time/frequency model)")
             if self.deadline_s is not None:
-                raise ProblemError("deadline_s needs cpu_levels_hz and cycles_forward per device")
+                raise ProblemError("deadline needs cpu_levels_hz and cycles_forward per device")
             for name in ("forward_energy", "backward_energy"):
                 if getattr(self, name) is None:
                     raise ProblemError(f"{name} is required (or cpu_levels_hz with cycles)")

@@ -110,7 +110,7 @@ def violations(problem: Problem, tau: NDArray[np.integer]) -> list[str]:
         late = ~fits_deadline(point.time_s, problem.deadline_s)
         for k in np.flatnonzero(late)[:3]:
             out.append(f"device {names[k]!r}: round time {point.time_s[k]:.6g} s exceeds "
-                       f"deadline_s {problem.deadline_s:.6g} s")
+                       f"deadline {problem.deadline_s:.6g} s")
     return out
 
 

@@ -34,7 +34,7 @@ class BenchConfig:
     heuristic_max_devices: dict[str, int] | None = None
     seed: int = 0
     cpu_levels: int = 0  # > 0: the time/frequency model with this many levels per device
-    deadline_scale: float | None = None  # with levels: deadline as in `generate_problem`
+    deadline: float | str | None = None  # with levels: deadline as in `generate_problem`
 
     def exact_limit(self, scope: str) -> int:
         """Largest K for which exact is run in this scope."""
@@ -73,7 +73,7 @@ def run_allocator_bench(config: BenchConfig, progress: bool = True) -> pd.DataFr
                 continue
             problem = generate_problem(devices=K, modalities=config.modalities, scope=scope,
                                        seed=config.seed, cpu_levels=config.cpu_levels,
-                                       deadline_scale=config.deadline_scale)
+                                       deadline=config.deadline)
             t0 = time.perf_counter()
             heur = solve(problem, "heuristic")
             row = {
@@ -138,7 +138,7 @@ def cli_targets(time_limit: float | None = DEFAULTS.time_limit) -> pd.DataFrame:
             path = Path(tmp) / f"{scope}-{K}-{levels}.json"
             write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1,
                                            cpu_levels=levels,
-                                           deadline_scale=0.8 if levels else None), path)
+                                           deadline="0.8x" if levels else None), path)
             # Table output: what a person reads; JSON of 100,000 devices costs ~0.7 s to print.
             cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--solver", solver,
                    *extra]

@@ -278,3 +278,39 @@ def test_problem_uses_the_one_rule_per_option() -> None:
         with pytest.raises(ProblemError, match=f"^{name}"):
             p.with_(**bad)
     assert np.isclose(p.with_(mu=2).mu, 2.0) and isinstance(p.with_(mu=2).mu, float)
+
+
+# ----------------------------------------------------------------- one deadline, one rule
+
+def test_deadline_has_one_name_and_one_rule(cli, tmp_path: Path) -> None:
+    from dmmlkd.allocator.io import problem_from_dict, problem_to_dict
+    from dmmlkd.userio.options import parse_deadline
+
+    assert parse_deadline("auto", auto=True) == "auto" and parse_deadline(" 2.5") == 2.5
+    assert parse_deadline("0.80x", relative=True) == "0.8x" and parse_deadline(None) is None
+    for bad in (-3, 0, "soon", float("inf"), True, "1x"):
+        with pytest.raises(UserError, match="^deadline must be none or seconds > 0"):
+            parse_deadline(bad)
+    with pytest.raises(ConfigError, match="^deadline must be auto, none or seconds > 0"):
+        TrainConfig(deadline=-3).validate()
+    with pytest.raises(ProblemError, match="^deadline must be none or seconds > 0"):
+        generate_problem(devices=2, cpu_levels=2).with_(deadline_s=-3.0)
+    with pytest.raises(ProblemError, match="^deadline must be none, seconds > 0 or a multiple"):
+        generate_problem(devices=2, cpu_levels=2, deadline="-1x")
+    # Problem files say deadline; the old key names the new one.
+    timed = generate_problem(devices=3, cpu_levels=2, deadline="2x", seed=1)
+    data = problem_to_dict(timed)
+    assert data["problem"]["deadline"] == timed.deadline_s
+    assert problem_from_dict(data).deadline_s == timed.deadline_s
+    data["problem"]["deadline_s"] = data["problem"].pop("deadline")
+    with pytest.raises(ProblemError, match="problem.deadline_s is now problem.deadline"):
+        problem_from_dict(data)
+    # generate --deadline: seconds or a multiple; the old flag still works, with one line.
+    seconds = generate_problem(devices=3, cpu_levels=2, deadline=timed.deadline_s, seed=1)
+    assert seconds.deadline_s == timed.deadline_s
+    code, new, _ = cli("generate", "--devices", "3", "--cpu-levels", "2", "--deadline", "2x",
+                       "--seed", "1")
+    code_old, old, err = cli("generate", "--devices", "3", "--cpu-levels", "2",
+                             "--deadline-scale", "2", "--seed", "1")
+    assert code == code_old == 0 and new == old
+    assert err.splitlines()[0] == "dmmlkd: --deadline-scale is deprecated; use --deadline Xx"

@@ -12,6 +12,7 @@ same defaults and the same solver names (``SOLVERS``; the allocator's registry
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -106,3 +107,45 @@ def _number(name: str, value: Any, error: type[Exception]) -> float:
 
 
 DEFAULTS = AllocatorOptions()  # every default above, as one record
+
+
+def parse_deadline(value: Any, error: type[Exception] = UserError, name: str = "deadline",
+                   auto: bool = False, relative: bool = False) -> float | str | None:
+    """The one rule of a round deadline, wherever it is given (config, flag, problem file).
+
+    ``None`` or ``"none"``: no deadline (returned as given); a number or numeric text: seconds,
+    finite and > 0 (returned as a float); ``"auto"`` where ``auto`` is allowed (the learner:
+    the round time of uniform tau at f_max); ``"Xx"`` where ``relative`` is allowed (the
+    generator: X > 0 times the slowest device's mid-tau time at f_max; returned as ``"Xx"``).
+    Anything else raises the caller's error naming ``name``.
+    """
+    forms = ["auto"] if auto else []
+    forms += ["none", "seconds > 0"] + (["a multiple such as 0.8x"] if relative else [])
+    wrong = error(f"{name} must be {', '.join(forms[:-1])} or {forms[-1]} (got {value!r})")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "none" or (auto and text == "auto"):
+            return text
+        if relative and text.endswith("x"):
+            scale = _finite(text[:-1])
+            if scale is None or scale <= 0:
+                raise wrong
+            return f"{scale:g}x"
+        seconds = _finite(text)
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):  # NumPy numbers too
+        raise wrong
+    else:
+        seconds = float(value) if math.isfinite(value) else None
+    if seconds is None or seconds <= 0:
+        raise wrong
+    return seconds
+
+
+def _finite(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from dmmlkd.cli.options import DeprecatedAlias
 from dmmlkd.userio.options import DEFAULTS, SCOPES
 
 
@@ -39,9 +40,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
                    help="give every device N CPU levels (k/N x its f_max; default 0: no "
                    "time/frequency model)")
-    p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
-                   help="round deadline = X x the slowest device's time at mid tau and f_max "
-                   "(needs --cpu-levels)")
+    p.add_argument("--deadline", default=None, metavar="none|S|Xx",
+                   help="round deadline (needs --cpu-levels): none (default), S seconds, or Xx, "
+                   "X times the slowest device's time at mid tau and f_max (e.g. 0.8x)")
+    p.add_argument("--deadline-scale", dest="deadline", type=lambda x: f"{x}x",
+                   action=DeprecatedAlias, new="--deadline Xx", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2**32 - 1]")
     p.add_argument("--format", choices=["toml", "json"], default=None,
                    help="default: from --out's suffix, else toml")
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         budget_scale=args.budget_scale, missing_rate=args.missing_rate, seed=args.seed,
         speed_spread=args.speed_spread, energy_spread=args.energy_spread, delta=args.delta,
         mu=args.mu, epsilon=args.epsilon, tau_min=args.tau_min, tau_max=args.tau_max,
-        cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
+        cpu_levels=args.cpu_levels, deadline=args.deadline,
     )
     fmt = args.format or ("json" if (args.out or "").lower().endswith(".json") else "toml")
     text = dumps_problem(problem, fmt)
