@@ -454,6 +454,9 @@ def test_the_option_table_in_the_docs_lists_every_field() -> None:
     text = (ROOT / "docs" / "safety.md").read_text()
     missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in text]
     assert not missing, f"add to docs/safety.md (config_table_markdown()): {missing}"
+    from dmmlkd.learner.config import config_table_markdown
+
+    assert config_table_markdown() in text, "regenerate the table in docs/safety.md"
 
 
 def test_figures_redrawn_by_plot_stay_ours(cli, tmp_path: Path) -> None:
