@@ -314,3 +314,12 @@ def test_deadline_has_one_name_and_one_rule(cli, tmp_path: Path) -> None:
                              "--deadline-scale", "2", "--seed", "1")
     assert code == code_old == 0 and new == old
     assert err.splitlines()[0] == "dmmlkd: --deadline-scale is deprecated; use --deadline Xx"
+
+
+def test_old_python_keyword_of_solve_warns_with_the_new_name() -> None:
+    from dmmlkd.allocator import solve
+
+    problem = generate_problem(devices=3, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"solve\(solver=\.\.\.\)"):
+        old = solve(problem, method="uniform")
+    assert old.solver == "uniform" and np.array_equal(old.tau, solve(problem, "uniform").tau)

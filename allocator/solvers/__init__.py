@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,12 +60,18 @@ def solve(
     *,
     time_limit: float | None = None,
     mip_gap: float = DEFAULTS.mip_gap,
+    method: str | None = None,
 ) -> Allocation:
     """Solve an allocation problem with a named solver; every solver returns an `Allocation`.
 
     time_limit: seconds for the exact solver (None: no limit; the learner's policies and the
-    study cells pass ``AllocatorOptions.time_limit``).
+    study cells pass ``AllocatorOptions.time_limit``). ``method`` is the old name of
+    ``solver`` (a DeprecationWarning says so).
     """
+    if method is not None:
+        warnings.warn("solve(method=...) is now solve(solver=...)", DeprecationWarning,
+                      stacklevel=2)
+        solver = method
     check_option("solver", solver, ProblemError)
     check_option("time_limit", time_limit, ProblemError)
     check_option("mip_gap", mip_gap, ProblemError)
