@@ -45,8 +45,17 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",")]
 
 
+def _boolean(text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+        text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false (got {text!r})")
+    return value
+
+
 def _converter(hint: Any) -> tuple[Callable[[str], Any], str] | None:
-    """How a flag's text becomes a field value of this type, and its metavar (None: no flag)."""
+    """How a flag's text becomes a field value of this type, and its metavar (None: a type no
+    flag can write; add_config_flags refuses it, so a new field never silently lacks a flag)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)] \
         if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
     if str in args:  # "auto", "none" or a number: the field's own check reads the text
@@ -55,6 +64,8 @@ def _converter(hint: Any) -> tuple[Callable[[str], Any], str] | None:
         return None
     (kind,) = args
     origin = typing.get_origin(kind)
+    if kind is bool:
+        return _boolean, "true|false"
     if kind in (int, float):
         return kind, "N" if kind is int else "X"
     if origin is list:
@@ -88,9 +99,11 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Iterable[str] = (),
         "--config, an absent flag keeps it")
     added = []
     for f in fields(TrainConfig):
-        converter = _converter(hints[f.name])
-        if f.name in skip or converter is None:
+        if f.name in skip:
             continue
+        converter = _converter(hints[f.name])
+        if converter is None:  # a programming error: teach _converter the new type
+            raise TypeError(f"TrainConfig.{f.name}: no command-line form for {hints[f.name]}")
         kind, metavar = converter
         rule = rules[f.name]
         allowed = rule.describe()

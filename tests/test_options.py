@@ -99,6 +99,7 @@ def test_a_new_config_field_becomes_a_flag_with_no_other_code(monkeypatch) -> No
     class Extended(TrainConfig):
         fleet: str = setting("uniform", "device fleet: uniform, longtail or trace:PATH.csv")
         battery_floor: float = setting(0.5, "least battery share", low=0, high=1)
+        churn: bool = setting(False, "devices leave and return")
 
     monkeypatch.setattr(config, "TrainConfig", Extended)
     parser = argparse.ArgumentParser()
@@ -107,8 +108,9 @@ def test_a_new_config_field_becomes_a_flag_with_no_other_code(monkeypatch) -> No
     assert by_flag["--fleet"].help == ("device fleet: uniform, longtail or trace:PATH.csv "
                                        "(default uniform)")
     assert "in [0, 1]" in by_flag["--battery-floor"].help
-    args = parser.parse_args(["--fleet", "longtail", "--battery-floor", "0.25"])
-    assert options.config_overrides(args) == {"fleet": "longtail", "battery_floor": 0.25}
+    args = parser.parse_args(["--fleet", "longtail", "--battery-floor", "0.25", "--churn", "true"])
+    assert options.config_overrides(args) == {"fleet": "longtail", "battery_floor": 0.25,
+                                              "churn": True}
 
 
 def test_flags_override_the_config_file_and_parse_lists(tmp_path: Path) -> None:

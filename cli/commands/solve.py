@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
+from dmmlkd.cli.options import DeprecatedAlias
 from dmmlkd.userio.options import DEFAULTS, SCOPES, SOLVERS
 
 
@@ -31,16 +31,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="output: a readable table, the JSON record, or one CSV row per "
                    "device and modality")
     return p
-
-
-class DeprecatedAlias(argparse.Action):
-    """An old flag that still works: it stores into the new one and says so on stderr, once."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        new = "--" + self.dest.replace("_", "-")
-        print(f"dmmlkd: {option_string} is deprecated; use {new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
 
 
 def _fmt(x: float, spec: str = ".6g") -> str:
