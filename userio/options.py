@@ -37,8 +37,9 @@ class AllocatorOptions:
     delta: float = 0.1  # balance tolerance: progress may reach (1 + delta) x the floor for free
     mu: float = 5.0  # price of progress beyond (1 + delta) x the floor
     epsilon: float = 1e-3  # weight of the energy tie-break
-    # Seconds the exact solver may spend on one problem (None: no limit). The one default of
-    # every caller that does not give its own (policies, study cells, the learner's config).
+    # Seconds the exact solver may spend on one problem (None: no limit): the one default of
+    # the policies, study cells, TrainConfig.solver_time_limit, `bench` and `demo`. `dmmlkd
+    # solve` and `solve()` take no limit unless given (cli/commands/solve.py, --time-limit).
     time_limit: float | None = 10.0
     mip_gap: float = 1e-4  # relative gap at which the exact solver stops and may say "optimal"
 
