@@ -1,8 +1,8 @@
 """The resource allocator: per device and modality, how many local iterations to run next round.
 
-    >>> from allocator import generate_problem, solve
+    >>> from dmmlkd.allocator import generate_problem, solve
     >>> problem = generate_problem(devices=20, modalities=4, scope="network", seed=1)
-    >>> allocation = solve(problem, method="heuristic")
+    >>> allocation = solve(problem, solver="heuristic")
     >>> allocation.status, allocation.gap < 0.01
 """
 
@@ -11,10 +11,13 @@ from dmmlkd.allocator.generate import generate_problem
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.allocator.result import Allocation, evaluate, violations
 from dmmlkd.allocator.solvers import METHODS, solve
+from dmmlkd.userio.options import SOLVERS, AllocatorOptions
 
 __all__ = [
     "METHODS",
+    "SOLVERS",
     "Allocation",
+    "AllocatorOptions",
     "Problem",
     "ProblemError",
     "evaluate",

@@ -24,8 +24,10 @@ from dmmlkd.metrics.energy import (
     path_gain,
     round_cycles,
 )
+from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, check_option, parse_deadline
 
-__all__ = ["MODALITY_NAMES", "generate_problem", "modality_names", "random_availability"]
+__all__ = ["MODALITY_NAMES", "check_generate_options", "generate_problem", "modality_names",
+           "random_availability"]
 # Above this many (device, modality) cells a generated problem is refused before drawing it
 # (the arrays of a problem take ~100 bytes per cell; 100,000 x 8 is the benchmark's largest).
 MAX_CELLS = 50_000_000
@@ -51,19 +53,19 @@ def _sig(x: np.ndarray, digits: int = 6, up: bool = False) -> np.ndarray:
 def generate_problem(
     devices: int = 10,
     modalities: int = 4,
-    scope: str = "device",
+    scope: str = DEFAULTS.scope,
     budget_scale: float = 1.0,
     missing_rate: float = 0.0,
     seed: int = 0,
     speed_spread: float = 1.0,
     energy_spread: float = 1.0,
-    delta: float = 0.1,
-    mu: float = 5.0,
-    epsilon: float = 1e-3,
-    tau_min: int = 1,
-    tau_max: int = 20,
+    delta: float = DEFAULTS.delta,
+    mu: float = DEFAULTS.mu,
+    epsilon: float = DEFAULTS.epsilon,
+    tau_min: int = DEFAULTS.tau_min,
+    tau_max: int = DEFAULTS.tau_max,
     cpu_levels: int = 0,
-    deadline_scale: float | None = None,
+    deadline: float | str | None = None,
 ) -> Problem:
     """A seeded instance: heterogeneous CPUs and links, modality speeds spread over ~1 decade.
 
@@ -72,17 +74,15 @@ def generate_problem(
     than the cheapest admissible round), so ``budget_scale = 1`` binds for most devices.
 
     ``cpu_levels = n > 0`` gives every device the levels (1/n, 2/n, ..., 1) x its f_max (the
-    time/frequency model; energies then follow from cycles). ``deadline_scale`` (needs levels)
-    sets the deadline to that multiple of the slowest device's time for the middle tau at f_max
-    (never below what tau_min needs at f_max).
+    time/frequency model; energies then follow from cycles). ``deadline`` (needs levels): seconds,
+    or ``"Xx"``, X times the slowest device's time for the middle tau at f_max (never below
+    what tau_min needs at f_max); None or ``"none"``: no deadline.
     """
-    _check_int("devices", devices, 1)
-    _check_int("modalities", modalities, 1)
-    _check_int("cpu_levels", cpu_levels, 0)
-    _check_int("seed", seed, 0, 2**32 - 1)
-    if devices * modalities > MAX_CELLS:
-        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
-                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    check_generate_options(devices=devices, modalities=modalities, scope=scope,
+                           budget_scale=budget_scale, missing_rate=missing_rate, seed=seed,
+                           speed_spread=speed_spread, energy_spread=energy_spread, delta=delta,
+                           mu=mu, epsilon=epsilon, tau_min=tau_min, tau_max=tau_max,
+                           cpu_levels=cpu_levels, deadline=deadline)
     from dmmlkd.userio import available_memory_bytes
 
     have = available_memory_bytes()
@@ -90,19 +90,6 @@ def generate_problem(
         raise ProblemError(f"devices x modalities = {devices * modalities:,} cells need about "
                            f"{devices * modalities * _BYTES_PER_CELL / 2**30:.1f} GiB, more than "
                            f"the {have / 2**30:.1f} GiB available: lower devices")
-    for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
-                             ("energy_spread", energy_spread, 0.0),
-                             ("deadline_scale", deadline_scale, None)):
-        if value is None:
-            continue
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or (
-                value <= 0 if low is None else value < low):
-            rule = "> 0" if low is None else f">= {low:g}"
-            raise ProblemError(f"{name} must be a finite number {rule} (got {value!r})")
-    if not 0.0 <= missing_rate < 1.0:
-        raise ProblemError(f"missing_rate must be in [0, 1) (got {missing_rate})")
-    if deadline_scale is not None and not cpu_levels:
-        raise ProblemError("deadline_scale needs cpu_levels >= 1 (the time/frequency model)")
     rng = np.random.default_rng(seed)
     K, M = devices, modalities
     holds = random_availability(K, M, missing_rate, rng)
@@ -135,8 +122,9 @@ def generate_problem(
     if cpu_levels:
         return _with_levels(holds, np.round(speed, 6), cycles_fwd, cpu_hz, comm, budget,
                             communication_time_s(power, bits, gain, BANDWIDTH_HZ), cpu_levels,
-                            deadline_scale, scope=scope, tau_min=tau_min, tau_max=tau_max,
-                            delta=delta, mu=mu, epsilon=epsilon)
+                            parse_deadline(deadline, ProblemError, relative=True), scope=scope,
+                            tau_min=tau_min, tau_max=tau_max, delta=delta, mu=mu,
+                            epsilon=epsilon)
     return Problem(
         modalities=tuple(modality_names(M)),
         devices=tuple(f"dev{k}" for k in range(K)),
@@ -155,6 +143,46 @@ def generate_problem(
     )
 
 
+def check_generate_options(devices: int = 10, modalities: int = 4, scope: str = DEFAULTS.scope,
+                           budget_scale: float = 1.0, missing_rate: float = 0.0, seed: int = 0,
+                           speed_spread: float = 1.0, energy_spread: float = 1.0,
+                           delta: float = DEFAULTS.delta, mu: float = DEFAULTS.mu,
+                           epsilon: float = DEFAULTS.epsilon, tau_min: int = DEFAULTS.tau_min,
+                           tau_max: int = DEFAULTS.tau_max, cpu_levels: int = 0,
+                           deadline: float | str | None = None) -> None:
+    """Check generate_problem's options without drawing anything (ProblemError naming one).
+
+    A study checks every cell with it before the first cell runs.
+    """
+    _check_int("devices", devices, 1)
+    _check_int("modalities", modalities, 1)
+    _check_int("cpu_levels", cpu_levels, 0)
+    _check_int("seed", seed, 0, 2**32 - 1)
+    if devices * modalities > MAX_CELLS:
+        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
+                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
+                             ("energy_spread", energy_spread, 0.0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or (value <= 0 if low is None else value < low):
+            rule = "> 0" if low is None else f">= {low:g}"
+            raise ProblemError(f"{name} must be a finite number {rule} (got {value!r})")
+    if isinstance(missing_rate, bool) or not isinstance(missing_rate, (int, float)) \
+            or not 0.0 <= missing_rate < 1.0:
+        raise ProblemError(f"missing_rate must be in [0, 1) (got {missing_rate!r})")
+    if parse_deadline(deadline, ProblemError, relative=True) not in (None, "none") \
+            and not cpu_levels:
+        raise ProblemError("deadline needs cpu_levels >= 1 (the time/frequency model)")
+    options = {"scope": scope, "tau_min": tau_min, "tau_max": tau_max, "delta": delta, "mu": mu,
+               "epsilon": epsilon}
+    for name in PROBLEM_FIELDS:
+        check_option(name, options[name], ProblemError)
+    if tau_min > tau_max:
+        raise ProblemError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
+
+
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ProblemError(f"{name} must be an integer (got {value!r})")
@@ -165,27 +193,29 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
 
 def _with_levels(holds: np.ndarray, speed: np.ndarray, cycles_fwd: np.ndarray,
                  cpu_hz: np.ndarray, comm: np.ndarray, budget: np.ndarray, comm_s: np.ndarray,
-                 n_levels: int, deadline_scale: float | None, **options: object) -> Problem:
-    """The same fleet in the time/frequency model: levels k/n x f_max, an optional deadline."""
+                 n_levels: int, deadline: float | str | None, **options: object) -> Problem:
+    """The same fleet in the time/frequency model: levels k/n x f_max, an optional deadline
+    (seconds, or "Xx": X times the slowest mid-tau round at f_max)."""
     K, M = holds.shape
     tau_min, tau_max = int(options["tau_min"]), int(options["tau_max"])  # type: ignore[call-overload]
     levels = cpu_hz[:, None] * np.arange(1, n_levels + 1) / n_levels
     cycles_fwd = _sig(np.where(holds, cycles_fwd, 0.0))
     cycles_bwd = BACKWARD_CYCLES_FACTOR * cycles_fwd
     comm_s = _sig(comm_s, up=True)
-    deadline = None
-    if deadline_scale is not None:
+    deadline_s = deadline if isinstance(deadline, float) else None
+    if isinstance(deadline, str) and deadline.endswith("x"):
+        deadline_scale = float(deadline[:-1])
         mid = np.where(holds, (tau_min + tau_max) // 2, 0)
         t_mid = round_cycles(mid, holds, DEFAULT_BATCH_SIZE, cycles_fwd, cycles_bwd) / cpu_hz
         t_min = round_cycles(np.where(holds, tau_min, 0), holds, DEFAULT_BATCH_SIZE, cycles_fwd,
                              cycles_bwd) / cpu_hz
-        deadline = float(max(deadline_scale * float((t_mid + comm_s).max()),
-                             float((t_min + comm_s).max()) * (1 + 1e-6)))
-        deadline = float(_sig(np.array([deadline]), up=True)[0])
+        deadline_s = float(max(deadline_scale * float((t_mid + comm_s).max()),
+                               float((t_min + comm_s).max()) * (1 + 1e-6)))
+        deadline_s = float(_sig(np.array([deadline_s]), up=True)[0])
     return Problem(
         modalities=tuple(modality_names(M)), devices=tuple(f"dev{k}" for k in range(K)),
         holds=holds, speed=speed, comm_energy=comm, budget=budget,
         cpu_levels_hz=_sig(levels), cycles_forward=cycles_fwd, cycles_backward=cycles_bwd,
-        batch_size=np.full(K, float(DEFAULT_BATCH_SIZE)), comm_time_s=comm_s, deadline_s=deadline,
+        batch_size=np.full(K, float(DEFAULT_BATCH_SIZE)), comm_time_s=comm_s, deadline_s=deadline_s,
         **options,  # type: ignore[arg-type]
     )

@@ -24,6 +24,7 @@ from dmmlkd.allocator.energy import (
 from dmmlkd.allocator.errors import ProblemError
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.metrics.energy import BACKWARD_CYCLES_FACTOR, DEFAULT_BATCH_SIZE, DEFAULT_CAPACITANCE
+from dmmlkd.userio.options import DEFAULTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,9 +37,11 @@ DEVICE_FIELDS = frozenset({
     "tx_power_w", "bandwidth_hz", "channel_gain", "model_bits", "noise_psd_w_per_hz",
     "cpu_levels_hz", "comm_time_s",
 })
-PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline_s")
-_DEFAULTS: dict[str, Any] = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1,
-                             "mu": 5.0, "epsilon": 1e-3, "deadline_s": None}
+PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline")
+# Old field names: refused with a line naming the new one.
+RENAMED_OPTIONS = {"deadline_s": "deadline"}
+# The options' defaults are the allocator's (userio.options.AllocatorOptions); no deadline.
+_DEFAULTS: dict[str, Any] = DEFAULTS.problem_options()
 # A number in a problem file: int or float, never bool (True is an int in Python) or text.
 _NUMBER_TYPES = (int, float)
 
@@ -130,6 +133,9 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     head = data.get("problem")
     if not isinstance(head, Mapping):
         raise ProblemError(f"{source}: missing [problem] table")
+    for old, new in RENAMED_OPTIONS.items():
+        if old in head:
+            raise ProblemError(f"{source}: problem.{old} is now problem.{new} (seconds)")
     unknown = set(head) - set(PROBLEM_OPTIONS) - {"modalities"}
     if unknown:
         raise ProblemError(f"{source}: unknown field problem.{sorted(unknown)[0]}")
@@ -142,8 +148,8 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     for key in PROBLEM_OPTIONS:
         if key == "scope":
             options[key] = head.get(key, _DEFAULTS[key])
-        elif key == "deadline_s" and key not in head:
-            options[key] = None
+        elif key == "deadline":  # checked by Problem (the one deadline rule)
+            options["deadline_s"] = head.get(key)
         else:
             options[key] = _number(head, key, f"{source}: problem", _DEFAULTS[key])
     devices = data.get("devices")
@@ -326,7 +332,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
                             "tau_max": problem.tau_max, "delta": problem.delta, "mu": problem.mu,
                             "epsilon": problem.epsilon, "modalities": list(problem.modalities)}
     if problem.deadline_s is not None:
-        head["deadline_s"] = problem.deadline_s
+        head["deadline"] = problem.deadline_s
     devices = []
     for k, name in enumerate(problem.devices):
         cols = np.flatnonzero(problem.holds[k])

@@ -27,8 +27,9 @@ from dmmlkd.metrics.energy import (
     fits_deadline,
     round_cycles,
 )
+from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, SCOPES, check_option, parse_deadline
 
-SCOPES = ("device", "network")
+__all__ = ["SCOPES", "LevelCaps", "OperatingPoint", "Problem"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class Problem:
     ``capacitance`` (K,) and ``comm_time_s`` (K,). Then ``forward_energy``/``backward_energy``
     are derived (the energies at each device's top level) and need not be given; a table at
     level f costs kappa f^2 C + comm_energy and takes C / f + comm_time_s, with
-    C = B (L sum c_f + sum tau c_b). ``deadline_s`` (optional) bounds that time.
+    C = B (L sum c_f + sum tau c_b). ``deadline_s`` (optional; ``deadline`` in files and flags)
+    bounds that time.
     """
 
     modalities: tuple[str, ...]
@@ -94,12 +96,12 @@ class Problem:
     comm_energy: NDArray[np.float64] = None  # type: ignore[assignment]
     budget: NDArray[np.float64] = None  # type: ignore[assignment]
     weight: NDArray[np.float64] = None  # type: ignore[assignment]
-    scope: str = "device"
-    tau_min: int = 1
-    tau_max: int = 20
-    delta: float = 0.1
-    mu: float = 5.0
-    epsilon: float = 1e-3
+    scope: str = DEFAULTS.scope  # the options' defaults: userio.options.AllocatorOptions
+    tau_min: int = DEFAULTS.tau_min
+    tau_max: int = DEFAULTS.tau_max
+    delta: float = DEFAULTS.delta
+    mu: float = DEFAULTS.mu
+    epsilon: float = DEFAULTS.epsilon
     deadline_s: float | None = None
     cpu_levels_hz: NDArray[np.float64] | None = None
     cycles_forward: NDArray[np.float64] | None = None
@@ -164,22 +166,14 @@ class Problem:
         empty = ~holds.any(axis=1)
         if empty.any():
             raise ProblemError(f"device {devices[int(np.argmax(empty))]!r} holds no modality")
-        if self.scope not in SCOPES:
-            raise ProblemError(f"scope must be one of {', '.join(SCOPES)} (got {self.scope!r})")
+        for name in PROBLEM_FIELDS:  # the options' one rule (userio.options)
+            check_option(name, getattr(self, name), ProblemError)
         for name in ("tau_min", "tau_max"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise ProblemError(f"{name} must be an integer (got {value!r})")
-            set_(self, name, int(value))
-        if self.tau_min < 1:
-            raise ProblemError(f"tau_min must be >= 1 (got {self.tau_min})")
+            set_(self, name, int(getattr(self, name)))
+        for name in ("delta", "mu", "epsilon"):
+            set_(self, name, float(getattr(self, name)))
         if self.tau_min > self.tau_max:
             raise ProblemError(f"tau_min ({self.tau_min}) must be <= tau_max ({self.tau_max})")
-        for name, lower in (("delta", 0.0), ("mu", 0.0), ("epsilon", 0.0)):
-            number = float(getattr(self, name))
-            if not math.isfinite(number) or number < lower:
-                raise ProblemError(f"{name} must be a finite number >= {lower:g} (got {number!r})")
-            set_(self, name, number)
         self._check_finite_objective()
         if self.energy_norm_j is not None:
             norm = float(self.energy_norm_j)
@@ -192,7 +186,7 @@ class Problem:
             if late.any():
                 k = int(np.argmax(late))
                 raise ProblemError(
-                    f"device {devices[k]!r}: deadline_s {self.deadline_s:g} s cannot fit "
+                    f"device {devices[k]!r}: deadline {self.deadline_s:g} s cannot fit "
                     f"tau_min={self.tau_min} even at its top level ({cheapest.time_s[k]:g} s)"
                 )
         short = ~fits_budget(cheapest.compute_energy + self.comm_energy, self.budget)
@@ -227,19 +221,16 @@ class Problem:
         """Validate the time/frequency fields; derive the top-level energies from them."""
         set_ = object.__setattr__
         n_dev, n_mod = holds.shape
-        if self.deadline_s is not None:
-            d = self.deadline_s
-            if isinstance(d, bool) or not isinstance(d, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(float(d)) or float(d) <= 0:
-                raise ProblemError(f"deadline_s must be a finite number > 0 (got {d!r})")
-            set_(self, "deadline_s", float(d))
+        # The one deadline rule (userio.options.parse_deadline): seconds > 0, or none.
+        deadline = parse_deadline(self.deadline_s, ProblemError)
+        set_(self, "deadline_s", None if deadline == "none" else deadline)
         extra = ("cycles_forward", "cycles_backward", "batch_size", "capacitance", "comm_time_s")
         if self.cpu_levels_hz is None:
             given = [n for n in extra if getattr(self, n) is not None]
             if given:
                 raise ProblemError(f"{given[0]} needs cpu_levels_hz (the time/frequency model)")
             if self.deadline_s is not None:
-                raise ProblemError("deadline_s needs cpu_levels_hz and cycles_forward per device")
+                raise ProblemError("deadline needs cpu_levels_hz and cycles_forward per device")
             for name in ("forward_energy", "backward_energy"):
                 if getattr(self, name) is None:
                     raise ProblemError(f"{name} is required (or cpu_levels_hz with cycles)")

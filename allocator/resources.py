@@ -21,31 +21,31 @@ _PYOMO_BYTES_PER_PAIR = 4_000  # Pyomo components + HiGHS copy per (device, moda
 
 
 
-def estimate_bytes(problem: Problem, method: str) -> int:
-    """Peak bytes a solve with ``method`` needs, generously."""
+def estimate_bytes(problem: Problem, solver: str) -> int:
+    """Peak bytes a solve with ``solver`` needs, generously."""
     K, M = problem.holds.shape
     T = problem.tau_max - problem.tau_min + 1
     levels = problem.n_levels
     base = 40 * K * M * _FLOAT  # the problem, tables and their copies
-    if method in ("heuristic", "exact") and problem.scope == "network":
+    if solver in ("heuristic", "exact") and problem.scope == "network":
         base += _DUAL_ARRAYS * K * T * M * _FLOAT
-    if method == "exact" and problem.scope == "network":
+    if solver == "exact" and problem.scope == "network":
         base += _PYOMO_BYTES_PER_PAIR * (int(problem.holds.sum()) + K * levels)
     return base
 
 
-def check_resources(problem: Problem, method: str) -> None:
+def check_resources(problem: Problem, solver: str) -> None:
     """Refuse, naming the field, a solve that would enumerate too much or exceed memory."""
     T = problem.tau_max - problem.tau_min + 1
     if T > MAX_COUNT_RANGE:
         raise ProblemError(
             f"tau_max - tau_min + 1 = {T:,} counts to enumerate is more than the solvers "
             f"allow ({MAX_COUNT_RANGE:,}): lower tau_max")
-    need = estimate_bytes(problem, method)
+    need = estimate_bytes(problem, solver)
     have = available_memory_bytes()
     if have is not None and need > have:
         field = "tau_max" if problem.scope == "network" and T > 1_000 else "devices"
         raise ProblemError(
             f"this solve needs about {need / 2**30:.1f} GiB but the machine has "
-            f"{have / 2**30:.1f} GiB available: lower {field} ({method}, {problem.scope} scope, "
+            f"{have / 2**30:.1f} GiB available: lower {field} ({solver}, {problem.scope} scope, "
             f"{problem.n_devices:,} devices, tau range {T:,})")

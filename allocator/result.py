@@ -110,7 +110,7 @@ def violations(problem: Problem, tau: NDArray[np.integer]) -> list[str]:
         late = ~fits_deadline(point.time_s, problem.deadline_s)
         for k in np.flatnonzero(late)[:3]:
             out.append(f"device {names[k]!r}: round time {point.time_s[k]:.6g} s exceeds "
-                       f"deadline_s {problem.deadline_s:.6g} s")
+                       f"deadline {problem.deadline_s:.6g} s")
     return out
 
 
@@ -127,12 +127,12 @@ class Allocation:
 
     ``status`` is one of ``optimal`` (proven within the requested gap), ``feasible`` (a
     solution, gap as reported), ``time_limit`` (stopped by the limit; best solution and its
-    honest gap). ``bound`` is an upper bound on the objective where the method has one.
+    honest gap). ``bound`` is an upper bound on the objective where the solver has one.
     """
 
     problem: Problem
     tau: NDArray[np.int64]
-    method: str
+    solver: str  # the algorithm that produced tau (one of userio.options.SOLVERS)
     status: str
     bound: float = math.nan
     solve_time_s: float = 0.0
@@ -151,7 +151,7 @@ class Allocation:
 
     @property
     def gap(self) -> float:
-        """Certified relative gap to ``bound`` (nan when the method has no bound)."""
+        """Certified relative gap to ``bound`` (nan when the solver has no bound)."""
         return relative_gap(self.objective, self.bound)
 
     @property
@@ -179,7 +179,7 @@ class Allocation:
         """Flat dict of the scalar outputs (one row of a study table)."""
         ev = self.evaluation
         return {
-            "method": self.method,
+            "solver": self.solver,
             "scope": self.problem.scope,
             "status": self.status,
             "objective": self.objective,
@@ -211,7 +211,7 @@ class Allocation:
         }
         return {
             "status": self.status,
-            "method": self.method,
+            "solver": self.solver,
             "scope": p.scope,
             "objective": self.objective,
             "bound": num(self.bound),
@@ -235,7 +235,7 @@ class Allocation:
         ev = self.evaluation
         return pd.DataFrame(
             {
-                "method": self.method,
+                "solver": self.solver,
                 "device": np.asarray(p.devices, dtype=object)[k_idx],
                 "modality": np.asarray(p.modalities, dtype=object)[m_idx],
                 "tau": self.tau[k_idx, m_idx],

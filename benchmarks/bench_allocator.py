@@ -19,6 +19,7 @@ import pandas as pd
 
 from dmmlkd.allocator import generate_problem, solve
 from dmmlkd.allocator.io import write_problem
+from dmmlkd.userio.options import DEFAULTS
 
 
 @dataclass
@@ -28,12 +29,12 @@ class BenchConfig:
     sizes: tuple[int, ...] = (10, 100, 1_000, 10_000, 100_000)
     scopes: tuple[str, ...] = ("device", "network")
     modalities: int = 4
-    time_limit: float = 10.0
+    time_limit: float | None = DEFAULTS.time_limit
     exact_max_devices: dict[str, int] | None = None
     heuristic_max_devices: dict[str, int] | None = None
     seed: int = 0
     cpu_levels: int = 0  # > 0: the time/frequency model with this many levels per device
-    deadline_scale: float | None = None  # with levels: deadline as in `generate_problem`
+    deadline: float | str | None = None  # with levels: deadline as in `generate_problem`
 
     def exact_limit(self, scope: str) -> int:
         """Largest K for which exact is run in this scope."""
@@ -72,7 +73,7 @@ def run_allocator_bench(config: BenchConfig, progress: bool = True) -> pd.DataFr
                 continue
             problem = generate_problem(devices=K, modalities=config.modalities, scope=scope,
                                        seed=config.seed, cpu_levels=config.cpu_levels,
-                                       deadline_scale=config.deadline_scale)
+                                       deadline=config.deadline)
             t0 = time.perf_counter()
             heur = solve(problem, "heuristic")
             row = {
@@ -117,7 +118,7 @@ def _format_row(row: dict) -> str:
     return "  ".join(parts)
 
 
-def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
+def cli_targets(time_limit: float | None = DEFAULTS.time_limit) -> pd.DataFrame:
     """The issue's targets, end to end through the command line from JSON files.
 
     The last two cases are the time/frequency model: 4 CPU levels per device and a deadline
@@ -133,13 +134,13 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
     ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scope, K, method, extra, levels in cases:
+        for scope, K, solver, extra, levels in cases:
             path = Path(tmp) / f"{scope}-{K}-{levels}.json"
             write_problem(generate_problem(devices=K, modalities=4, scope=scope, seed=1,
                                            cpu_levels=levels,
-                                           deadline_scale=0.8 if levels else None), path)
+                                           deadline="0.8x" if levels else None), path)
             # Table output: what a person reads; JSON of 100,000 devices costs ~0.7 s to print.
-            cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--method", method,
+            cmd = [sys.executable, "-m", "dmmlkd.cli", "solve", str(path), "--solver", solver,
                    *extra]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True,
@@ -147,6 +148,6 @@ def cli_targets(time_limit: float = 10.0) -> pd.DataFrame:
             wall = time.perf_counter() - t0
             found = re.search(r": (\w+)\s+objective .* gap (\S+)%", proc.stdout)
             status, gap = (found.group(1), float(found.group(2)) / 100) if found else ("?", math.nan)
-            rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "method": method,
+            rows.append({"scope": scope, "devices": K, "cpu_levels": levels, "solver": solver,
                          "cli_wall_s": wall, "status": status, "gap": gap})
     return pd.DataFrame(rows)

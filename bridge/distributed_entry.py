@@ -18,6 +18,7 @@ from typing import Any
 
 from dmmlkd.learner.config import TrainConfig, config_from_dict, load_config
 from dmmlkd.learner.errors import ConfigError
+from dmmlkd.userio import UserError
 
 ENTRY = "dmmlkd.bridge.distributed_entry"  # what torch.distributed.run starts in every process
 
@@ -76,13 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 config = load_config(path)
             result = run(config, policy_for(config), progress=False, backend=GlooComm)
-        except Exception as exc:  # noqa: BLE001 - a user error becomes one line for the launcher
-            if getattr(exc, "exit_code", None) == 2:
-                if rank == 0 and args.error:
-                    Path(args.error).write_text(str(exc))
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            raise
+        except UserError as exc:  # a user error becomes one line for the launcher
+            if rank == 0 and args.error:
+                Path(args.error).write_text(str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         if rank == 0:
             result.summary["nproc"] = dist.get_world_size()
             if args.out:

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmmlkd.allocator import Problem, solve
+from dmmlkd.allocator import AllocatorOptions, Problem, solve
 from dmmlkd.bridge.policies import build_problem, measured_speeds
 from dmmlkd.learner import clock
 from dmmlkd.learner.policy import PolicyDecision, RoundState
 from dmmlkd.learner.schedules import uniform_dvfs_policy
 from dmmlkd.metrics.energy import DEFAULT_CAPACITANCE, computation_energy_j, round_cycles
+from dmmlkd.userio.options import DEFAULTS
 
 
 def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -36,8 +37,7 @@ def control_round_energy(state: RoundState) -> tuple[NDArray[np.float64], NDArra
     return np.where(trains, scale * compute + state.comm_j, 0.0), decision.cpu_hz
 
 
-def build_dvfs_problem(state: RoundState, scope: str = "device",
-                       delta: float = 0.1, mu: float = 5.0, epsilon: float = 1e-3,
+def build_dvfs_problem(state: RoundState, options: AllocatorOptions = DEFAULTS,
                        budget_rule: str = "even",
                        ) -> tuple[Problem | None, NDArray[np.int64], list[int], NDArray[np.int64]]:
     """The round's problem with levels and deadline.
@@ -46,7 +46,7 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
     cannot fit tau_min before the deadline even at f_max; it is left out of the problem and
     runs tau_min at f_max (the loop logs it as late).
     """
-    base, members, dropped = build_problem(state, scope, delta, mu, epsilon, budget_rule)
+    base, members, dropped = build_problem(state, options, budget_rule)
     if base is None:
         return None, members, dropped, np.zeros(0, np.int64)
     assert state.cycles_forward is not None and state.cycles_backward is not None
@@ -66,8 +66,8 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
         modalities=base.modalities, devices=tuple(state.devices[k] for k in members),
         holds=np.asarray(state.holds, bool)[members], speed=measured_speeds(state)[members],
         comm_energy=np.asarray(state.comm_j, float)[members],
-        budget=budget, scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
-        delta=delta, mu=mu, epsilon=epsilon, deadline_s=state.deadline_s,
+        budget=budget, scope=options.scope, tau_min=state.tau_min, tau_max=state.tau_max,
+        delta=options.delta, mu=options.mu, epsilon=options.epsilon, deadline_s=state.deadline_s,
         cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
         cycles_forward=np.asarray(state.cycles_forward, float)[members],
         cycles_backward=np.asarray(state.cycles_backward, float)[members],
@@ -78,37 +78,31 @@ def build_dvfs_problem(state: RoundState, scope: str = "device",
     return problem, members, dropped, late
 
 
-@dataclass
+@dataclass(frozen=True)
 class DvfsAllocatorPolicy:
     """Each round: the allocator picks tau and a CPU level per device under budget and deadline."""
 
-    method: str = "heuristic"
-    scope: str = "device"
-    delta: float = 0.1
-    mu: float = 5.0
-    epsilon: float = 1e-3
+    options: AllocatorOptions = DEFAULTS
     budget_rule: str = "even"
-    time_limit: float | None = 10.0
-    mip_gap: float = 1e-4
 
     def __call__(self, state: RoundState) -> PolicyDecision:
         """Solve this round's problem with levels; tau, frequencies, what to log."""
         t0 = time.perf_counter()
-        problem, members, dropped, late = build_dvfs_problem(
-            state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
+        o = self.options
+        problem, members, dropped, late = build_dvfs_problem(state, o, self.budget_rule)
         holds = np.asarray(state.holds, bool)
         assert state.cpu_hz is not None
         tau = np.zeros(holds.shape, np.int64)
         cpu = np.asarray(state.cpu_hz, float).copy()
         tau[late] = np.where(holds[late], state.tau_min, 0)
-        info: dict[str, Any] = {"solver": self.method, "late_devices_planned": int(late.size)}
+        info: dict[str, Any] = {"solver": o.solver, "late_devices_planned": int(late.size)}
         if problem is None:
             return PolicyDecision(tau, {**info, "status": "no device can train"}, dropped, cpu_hz=cpu)
-        alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
+        alloc = solve(problem, o.solver, **o.solve_options())
         tau[members] = alloc.tau
         cpu[members] = alloc.cpu_hz
         s = alloc.summary()
-        info.update({"scope": self.scope, "status": s["status"], "objective": s["objective"],
+        info.update({"scope": o.scope, "status": s["status"], "objective": s["objective"],
                      "gap": s["gap"], "solver_time_s": alloc.total_time_s,
                      "policy_time_s": time.perf_counter() - t0,
                      "mean_level_fraction": float(np.mean(cpu[members] / state.cpu_hz[members]))})

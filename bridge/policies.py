@@ -1,9 +1,12 @@
 """Allocation policies for the learning loop: the allocator wired to the learner's state.
 
 The learner never imports the allocator. It calls ``policy(state)`` each round with a
-`learner.loop.RoundState` (measured smoothed speeds, batteries, per-iteration energies, ...);
+`learner.policy.RoundState` (measured smoothed speeds, batteries, per-iteration energies, ...);
 the policies here turn that state into an allocation `Problem`, solve it, and hand back the
 iteration table. Devices that cannot pay the cheapest round are left out and reported.
+
+A policy carries one `AllocatorOptions` (solver, scope, delta, mu, epsilon, time limit, MIP
+gap; defaults in `dmmlkd.userio.options`); the tau range is the round state's (the learner's).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from dmmlkd.allocator import Problem, solve
+from dmmlkd.allocator import AllocatorOptions, Problem, solve
 from dmmlkd.learner.policy import PolicyDecision, RoundState
 from dmmlkd.metrics.energy import cheapest_round_j, fits_budget
+from dmmlkd.userio.options import BUDGET_RULES, DEFAULTS
 
-BUDGET_RULES = ("even", "all")
+__all__ = ["BUDGET_RULES", "AllocatorPolicy", "build_problem", "measured_speeds", "round_budget"]
 
 
 def round_budget(battery_j: NDArray[np.float64], round_index: int, rounds_total: int,
@@ -31,8 +35,8 @@ def round_budget(battery_j: NDArray[np.float64], round_index: int, rounds_total:
     raise ValueError(f"budget rule must be one of {BUDGET_RULES} (got {rule!r})")
 
 
-def build_problem(state: RoundState, scope: str = "device", delta: float = 0.1, mu: float = 5.0,
-                  epsilon: float = 1e-3, budget_rule: str = "even",
+def build_problem(state: RoundState, options: AllocatorOptions = DEFAULTS,
+                  budget_rule: str = "even",
                   ) -> tuple[Problem | None, NDArray[np.int64], list[int]]:
     """The round's allocation problem over the devices that can take part.
 
@@ -64,38 +68,32 @@ def build_problem(state: RoundState, scope: str = "device", delta: float = 0.1, 
         holds=holds[members], speed=speed[members], forward_energy=forward[members],
         backward_energy=backward[members], comm_energy=comm[members],
         budget=budget[members],
-        scope=scope, tau_min=state.tau_min, tau_max=state.tau_max,
-        delta=delta, mu=mu, epsilon=epsilon,
+        scope=options.scope, tau_min=state.tau_min, tau_max=state.tau_max,
+        delta=options.delta, mu=options.mu, epsilon=options.epsilon,
     )
     return problem, members, dropped
 
 
-@dataclass
+@dataclass(frozen=True)
 class AllocatorPolicy:
     """Each round: build the problem from the measured state, solve it, return tau."""
 
-    method: str = "heuristic"
-    scope: str = "device"
-    delta: float = 0.1
-    mu: float = 5.0
-    epsilon: float = 1e-3
+    options: AllocatorOptions = DEFAULTS
     budget_rule: str = "even"
-    time_limit: float | None = 10.0
-    mip_gap: float = 1e-4
 
     def __call__(self, state: RoundState) -> PolicyDecision:
         """Solve this round's allocation problem (the loop times the call itself)."""
-        problem, members, dropped = build_problem(
-            state, self.scope, self.delta, self.mu, self.epsilon, self.budget_rule)
+        o = self.options
+        problem, members, dropped = build_problem(state, o, self.budget_rule)
         tau = np.zeros(np.asarray(state.holds).shape, dtype=np.int64)
         if problem is None:
-            return PolicyDecision(tau, {"solver": self.method, "status": "no device can train"},
+            return PolicyDecision(tau, {"solver": o.solver, "status": "no device can train"},
                                   dropped)
-        alloc = solve(problem, self.method, time_limit=self.time_limit, mip_gap=self.mip_gap)
+        alloc = solve(problem, o.solver, **o.solve_options())
         tau[members] = alloc.tau
         s = alloc.summary()
         info = {
-            "solver": self.method, "scope": self.scope, "status": s["status"],
+            "solver": o.solver, "scope": o.scope, "status": s["status"],
             "objective": s["objective"], "gap": s["gap"], "solver_time_s": alloc.total_time_s,
             "imbalance_network": s["imbalance_network"],
             "imbalance_device_mean": s["imbalance_device_mean"],

@@ -24,18 +24,14 @@ def policy_for(config: TrainConfig) -> Any:
     """The allocation policy a method needs (None: the learner's uniform policy)."""
     if get_method(config.method).policy != "external":
         return None
-    if config.method == "dmml-kd-balance-dvfs":  # tau and CPU level (issue 9): studies/dvfs.py
+    if config.method == "dmml-kd-balance-dvfs":  # tau and CPU level (issue 9): bridge/dvfs.py
         from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy
 
-        return DvfsAllocatorPolicy(method=config.solver,
-                                   scope=config.scope, delta=config.delta, mu=config.mu,
-                                   budget_rule=config.budget_rule,
-                                   time_limit=config.solver_time_limit)
+        return DvfsAllocatorPolicy(options=config.allocator_options(),
+                                   budget_rule=config.budget_rule)
     from dmmlkd.bridge.policies import AllocatorPolicy
 
-    return AllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,
-                           mu=config.mu, budget_rule=config.budget_rule,
-                           time_limit=config.solver_time_limit)
+    return AllocatorPolicy(options=config.allocator_options(), budget_rule=config.budget_rule)
 
 
 def clean_summary(value: Any) -> Any:

@@ -2,8 +2,9 @@
 
 Each command module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and
 ``run(args) -> int``; heavy imports (torch, pyomo) stay inside ``run`` so that ``dmmlkd --help``
-is instant. Errors a user can cause carry ``exit_code = 2`` (``ProblemError``, ``ConfigError``,
-``StudyError``): they print one line and exit 2, never a traceback.
+is instant. Every error a user can cause derives from ``dmmlkd.userio.UserError``
+(``ProblemError``, ``ConfigError``, ``StudyError``, ``OutputError``): it prints one line and
+exits 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from dmmlkd.userio.errors import UserError
 
 # Sub-command name -> module under dmmlkd.cli.commands (a new command is one file and one line here).
 COMMANDS: dict[str, str] = {
@@ -55,11 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmmlkd: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - user errors become one line, others propagate
-        if getattr(exc, "exit_code", None) == 2:
-            print(f"dmmlkd {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as exc:  # a user's mistake: one line; anything else is a bug and propagates
+        print(f"dmmlkd {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from dmmlkd.learner.errors import ConfigError
 from dmmlkd.metrics.energy import fits_deadline
+from dmmlkd.userio.options import parse_deadline as _parse_deadline
 
 # CPU levels as fractions of a device's drawn maximum frequency f_max (the last one is f_max).
 DEFAULT_CPU_LEVELS = (0.25, 0.5, 0.75, 1.0)
@@ -127,22 +128,6 @@ def resolve_deadline(deadline: Any, uniform_round_time_s: float) -> float | None
 
 def parse_deadline(deadline: Any) -> float | str | None:
     """Validate a deadline setting: "auto", "none"/None, or a positive finite number of seconds
-    (a numeric string from the command line is accepted). ConfigError otherwise."""
-    if deadline is None:
-        return None
-    if isinstance(deadline, str):
-        text = deadline.strip().lower()
-        if text in ("auto", "none"):
-            return text
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"deadline must be auto, none or seconds > 0 (got {deadline!r})") \
-                from None
-    elif isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
-        raise ConfigError(f"deadline must be auto, none or seconds > 0 (got {deadline!r})")
-    else:
-        value = float(deadline)
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"deadline must be auto, none or seconds > 0 (got {deadline!r})")
-    return value
+    (a numeric string from the command line is accepted); the one rule of
+    `dmmlkd.userio.options.parse_deadline`. ConfigError otherwise."""
+    return _parse_deadline(deadline, ConfigError, auto=True)

@@ -23,10 +23,11 @@ from typing import Any
 from dmmlkd.learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from dmmlkd.learner.errors import ConfigError
 from dmmlkd.userio import read_toml
+from dmmlkd.userio.options import BUDGET_RULES, DEFAULTS, SCOPES, SOLVERS, AllocatorOptions
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
-SOLVERS = ("exact", "heuristic", "proportional", "uniform")  # allocator methods (tested equal)
-BUDGET_RULES = ("even", "all")  # dmmlkd.bridge.policies.round_budget rules (tested equal)
+__all__ = ["BUDGET_RULES", "SEED_LIMIT", "SOLVERS", "Rule", "TrainConfig", "check_value",
+           "config_from_dict", "field_docs", "load_config", "setting"]
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,10 @@ class TrainConfig:
     rounds: int = setting(20, "communication rounds", low=1, high=1_000_000)
     local_iters: int = setting(5, "local iterations of the uniform policy (tau)", low=1,
                                high=10_000)
-    tau_min: int = setting(1, "fewest local iterations of a held modality per round", low=1,
-                           high=10_000)
-    tau_max: int = setting(20, "most local iterations of a modality per round", low=1, high=10_000)
+    tau_min: int = setting(DEFAULTS.tau_min, "fewest local iterations of a held modality per "
+                           "round", low=1, high=10_000)
+    tau_max: int = setting(DEFAULTS.tau_max, "most local iterations of a modality per round",
+                           low=1, high=10_000)
     alpha: float = setting(1000.0, "Dirichlet label skew (small = skewed, large = IID)", low=0,
                            low_open=True, high=1e9)
     min_samples: int = setting(10, "training samples every device must get", low=1, high=1_000_000)
@@ -200,17 +202,19 @@ class TrainConfig:
     deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
                                            "uniform local_iters at f_max), none, or seconds",
                                            check=parse_deadline)
-    # allocator options (used by dmml-kd-balance; wired in studies/)
-    solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
-    scope: str = setting("device", "allocator scope: device or network",
-                         choices=("device", "network"))
-    delta: float = setting(0.1, "allocator balance tolerance", low=0, high=1000)
-    mu: float = setting(5.0, "allocator price of progress beyond (1 + delta) x floor", low=0,
-                        high=1e9)
+    # allocator options (used by dmml-kd-balance; wired in bridge/): defaults and solver names
+    # are the allocator's own (userio.options.AllocatorOptions), see allocator_options()
+    solver: str = setting(DEFAULTS.solver, "the allocator's algorithm for dmml-kd-balance",
+                          choices=SOLVERS)
+    scope: str = setting(DEFAULTS.scope, "allocator scope: balance per device or over the network",
+                         choices=SCOPES)
+    delta: float = setting(DEFAULTS.delta, "allocator balance tolerance", low=0, high=1000)
+    mu: float = setting(DEFAULTS.mu, "allocator price of progress beyond (1 + delta) x floor",
+                        low=0, high=1e9)
     budget_rule: str = setting("even", "round budget: even (battery over remaining rounds) or all",
                                choices=BUDGET_RULES)
-    solver_time_limit: float = setting(10.0, "seconds for the exact allocator per round", low=0,
-                                       low_open=True, high=1e6)
+    solver_time_limit: float = setting(DEFAULTS.time_limit, "seconds for the exact allocator per "
+                                       "round", low=0, low_open=True, high=1e6)
     # synthetic data options
     n_samples: int = setting(1200, "synthetic samples (train + test)", low=20, high=10_000_000)
     synthetic_dims: list[int] = setting([32, 32], "synthetic view widths", low=1, high=100_000,
@@ -236,6 +240,12 @@ class TrainConfig:
                 _check_rule(f.name, value, rule)
         _check_relations(self)
         return self
+
+    def allocator_options(self) -> AllocatorOptions:
+        """The allocator's options this run asks for (the bridge's policies carry them)."""
+        return AllocatorOptions(solver=self.solver, scope=self.scope, tau_min=self.tau_min,
+                                tau_max=self.tau_max, delta=self.delta, mu=self.mu,
+                                time_limit=self.solver_time_limit)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (None values dropped, as TOML has no null; an encoder factory is written

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from dmmlkd.userio.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user-caused configuration error; the command line prints it as one line, exit 2."""
-
-    exit_code = 2

@@ -13,24 +13,58 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dmmlkd.userio import atomic_write
+from dmmlkd.userio.options import DEFAULTS, AllocatorOptions
+
+if TYPE_CHECKING:
+    from dmmlkd.learner.config import TrainConfig
 
 GENERATE_KEYS = ("devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
                  "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max")
+SOLVER_KEYS = ("solver", "time_limit", "mip_gap")  # how a cell's instance is solved
 FILES_KEY = "_files"  # payload key: a train cell's output files, {relative path: base64 bytes}
+
+
+def solver_options(params: dict[str, Any]) -> AllocatorOptions:
+    """How a solve cell's instance is solved (defaults: the allocator's); UserError if invalid."""
+    return DEFAULTS.with_(**{k: params[k] for k in SOLVER_KEYS if k in params})
+
+
+def generate_options(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """generate_problem's keyword arguments of a solve cell."""
+    return {"seed": seed, **{k: params[k] for k in GENERATE_KEYS if k in params}}
+
+
+def train_config(params: dict[str, Any], seed: int) -> TrainConfig:
+    """A train cell's run configuration, validated (ConfigError naming the field)."""
+    from dmmlkd.learner.config import config_from_dict
+
+    return config_from_dict({**params, "seed": seed}, "study cell")
+
+
+def check_cell(model: str, params: dict[str, Any], seed: int) -> None:
+    """Build and check a cell's configuration without running it (a UserError naming the
+    field): the study checks every cell with it before the first one runs."""
+    if model == "train":
+        train_config(params, seed)
+    elif model not in ANALYTIC:
+        from dmmlkd.allocator.generate import check_generate_options
+
+        solver_options(params)
+        check_generate_options(**generate_options(params, seed))
 
 
 def solve_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
     """Generate the instance and solve it; the allocation summary."""
     from dmmlkd.allocator import generate_problem, solve
 
-    problem = generate_problem(seed=seed, **{k: params[k] for k in GENERATE_KEYS if k in params})
-    alloc = solve(problem, params.get("method", "heuristic"),
-                  time_limit=params.get("time_limit", 10.0), mip_gap=params.get("mip_gap", 1e-4))
+    options = solver_options(params)
+    problem = generate_problem(**generate_options(params, seed))
+    alloc = solve(problem, options.solver, **options.solve_options())
     out = alloc.summary()
-    out.pop("method", None)
+    out.pop("solver", None)
     out.pop("scope", None)
     out["total_time_s"] = alloc.total_time_s
     return out
@@ -55,9 +89,8 @@ def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from dmmlkd.bridge.training import run_train
-    from dmmlkd.learner.config import config_from_dict
 
-    config = config_from_dict({**params, "seed": seed}, "study cell")
+    config = train_config(params, seed)
     with tempfile.TemporaryDirectory(prefix="dmmlkd-cell-") as tmp:
         run_dir = Path(tmp) / "run"
         summary = run_train(config, run_dir, progress=False)

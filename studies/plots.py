@@ -1,7 +1,7 @@
 """Study figures from results alone, in the shared style (studies.style): PNG + PDF + SVG each.
 
 One figure per question a reader would ask: an output against a swept factor (one marker and
-dash per method, so coinciding lines stay visible), Morris μ*/σ, Sobol S1/ST with confidence
+dash per method or solver, so coinciding lines stay visible), Morris μ*/σ, Sobol S1/ST with confidence
 intervals and their convergence as the sample grows.
 """
 
@@ -20,7 +20,7 @@ from dmmlkd.studies.spec import StudySpec
 
 def _numeric_keys(spec: StudySpec) -> list[str]:
     return [k for k, v in spec.grid.items()
-            if k != "method" and all(isinstance(x, (int, float)) for x in v) and len(v) > 1]
+            if k not in ("method", "solver") and all(isinstance(x, (int, float)) for x in v) and len(v) > 1]
 
 
 def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
@@ -47,7 +47,7 @@ def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
 
 
 def _style_kwargs(df: pd.DataFrame, key: str) -> dict[str, Any]:
-    """hue and style on the same column: every method has its colour, marker and dash."""
+    """hue and style on the same column: every method (solver) has its colour, marker and dash."""
     if key not in df:
         return {"marker": "o"}
     names = style.ordered(df[key])
@@ -63,10 +63,10 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
     paths = []
     # A second categorical sweep (e.g. scope) gets its own panel row rather than a blurred band.
     facet = next((k for k, v in spec.grid.items()
-                  if k not in ("method", "devices") and len(v) > 1
+                  if k not in ("solver", "devices") and len(v) > 1
                   and not all(isinstance(x, (int, float)) for x in v)), None)
     facet_values = list(dict.fromkeys(df[facet])) if facet else [None]
-    kw = _style_kwargs(df, "method")
+    kw = _style_kwargs(df, "solver")
     for key in _numeric_keys(spec):
         fig, axes = plt.subplots(len(facet_values), 2, figsize=(7.2, 2.8 * len(facet_values)),
                                  squeeze=False)
@@ -82,7 +82,7 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
                     ax.set_xscale("log")
         fig.suptitle(f"{spec.name}: mean over {len(spec.seeds)} seeds (band: ± 1 sd)", fontsize=9)
         fig.tight_layout()
-        style.legend_below(fig, axes.ravel(), "method")
+        style.legend_below(fig, axes.ravel(), "solver")
         paths.append(style.save(fig, fig_dir / f"objective_imbalance_vs_{key}.png"))
     if "devices" in spec.grid and len(spec.grid["devices"]) > 1:
         fig, axes = plt.subplots(1, len(facet_values), figsize=(3.6 * len(facet_values), 3.0),
@@ -95,9 +95,9 @@ def _solve(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
             ax.set_ylabel(style.label("total_time_s"))
             ax.set_title(f"{facet} = {value}" if facet else "solve time")
         fig.tight_layout()
-        style.legend_below(fig, axes.ravel(), "method")
+        style.legend_below(fig, axes.ravel(), "solver")
         paths.append(style.save(fig, fig_dir / "time_vs_devices.png"))
-        if "method" in df and {"exact", "heuristic"} <= set(df["method"]):
+        if "solver" in df and {"exact", "heuristic"} <= set(df["solver"]):
             paths.append(_heuristic_gap(df, spec, facet, fig_dir))
     return paths
 
@@ -106,9 +106,9 @@ def _heuristic_gap(df: pd.DataFrame, spec: StudySpec, facet: str | None, fig_dir
     plt = style.apply()
     import seaborn as sns
 
-    keys = [k for k in spec.grid if k != "method"] + ["seed"]
-    ex = df[df["method"] == "exact"].set_index(keys)["objective"]
-    he = df[df["method"] == "heuristic"].set_index(keys)
+    keys = [k for k in spec.grid if k != "solver"] + ["seed"]
+    ex = df[df["solver"] == "exact"].set_index(keys)["objective"]
+    he = df[df["solver"] == "heuristic"].set_index(keys)
     gap = (ex.reindex(he.index) - he["objective"]) / ex.reindex(he.index).abs()
     frame = he.assign(gap_to_exact=gap.to_numpy()).reset_index()
     frame = frame.melt(id_vars=[c for c in frame.columns if c not in ("gap", "gap_to_exact")],

@@ -25,7 +25,7 @@ import pandas as pd
 import tomli_w
 
 from dmmlkd.studies.cells import FILES_KEY, run_cell, write_files
-from dmmlkd.studies.spec import Cell, StudyError, StudySpec, parse_spec
+from dmmlkd.studies.spec import Cell, StudyError, StudySpec, check_cells, parse_spec
 from dmmlkd.userio import atomic_write, atomic_write_text, read_toml
 from dmmlkd.userio import progress as progress_bar
 
@@ -225,7 +225,9 @@ def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bo
     on_failure(cell_id, line) hears of each failed cell as it ends (default: printed).
     """
     out_dir = Path(out_dir)
-    # Workers first: an unreachable scheduler is refused before anything is written.
+    # Every cell's configuration first: a bad value is refused before anything runs or is written.
+    check_cells(spec)
+    # Workers next: an unreachable scheduler is refused before anything is written.
     with _executor(jobs or spec.jobs, cluster or spec.cluster) as executor:
         out_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(out_dir), _sigterm_raises():

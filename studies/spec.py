@@ -10,16 +10,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dmmlkd.studies.cells import GENERATE_KEYS, SOLVER_KEYS
+from dmmlkd.userio.errors import UserError
+
 KINDS = ("solve", "train", "morris", "sobol")
 SENSITIVITY_KINDS = ("morris", "sobol")
 STUDY_KEYS = frozenset({"name", "kind", "seeds", "jobs", "cluster"})
 # Where and how fast a study runs, not what it computes: left out of the spec's identity.
 EXECUTION_KEYS = ("jobs", "cluster")
-SOLVE_KEYS = frozenset({
-    "devices", "modalities", "scope", "budget_scale", "missing_rate", "speed_spread",
-    "energy_spread", "delta", "mu", "epsilon", "tau_min", "tau_max", "method", "time_limit",
-    "mip_gap",
-})
+# What a solve cell takes: generate_problem's options and how the instance is solved.
+SOLVE_KEYS = frozenset(GENERATE_KEYS + SOLVER_KEYS)
+# Old option names: refused with a line naming the new one.
+RENAMED_SOLVE_KEYS = {"method": "solver"}
 # The models a sensitivity study can vary, the factors each accepts, and the outputs analysed.
 MODEL_FACTORS: dict[str, frozenset[str]] = {
     "solve": frozenset({"budget_scale", "delta", "mu", "speed_spread", "energy_spread",
@@ -37,10 +39,8 @@ SOBOL_KEYS = frozenset({"model", "samples", "seed", "second_order", "resamples",
                         "ranges"})
 
 
-class StudyError(ValueError):
+class StudyError(UserError):
     """A user-caused study error (bad spec, changed spec, busy folder); one line, exit code 2."""
-
-    exit_code = 2
 
 
 def train_keys() -> frozenset[str]:
@@ -74,6 +74,7 @@ class StudySpec:
     raw: dict[str, Any] = field(default_factory=dict)
     sobol: dict[str, Any] = field(default_factory=dict)
     cluster: str | None = None
+    source: str = "spec"  # where it was read from, for messages
 
     @property
     def model(self) -> str:
@@ -224,6 +225,9 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
     allowed = train_keys() if model == "train" else SOLVE_KEYS if model == "solve" else frozenset()
     for table, values in (("base", base), ("grid", grid)):
         for key in values:
+            if model == "solve" and key in RENAMED_SOLVE_KEYS:
+                raise StudyError(f"{source}: {table}.{key} is now {table}.{RENAMED_SOLVE_KEYS[key]} "
+                                 f"(the allocator's algorithm is the solver)")
             if key not in allowed:
                 raise StudyError(f"{source}: unknown {table} option {key!r} for a {model} study")
     for key, values in grid.items():
@@ -233,11 +237,65 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
         raise StudyError(f"{source}: a {kind} study takes [{kind}.ranges], not [grid]")
     return StudySpec(str(study.get("name", "study")), kind, seeds, jobs, base, grid,
                      sensitivity if kind == "morris" else {}, data,
-                     sensitivity if kind == "sobol" else {}, cluster)
+                     sensitivity if kind == "sobol" else {}, cluster, source)
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study TOML file."""
+def check_cells(spec: StudySpec) -> None:
+    """Build and check every cell's configuration before the first one runs.
+
+    The first invalid cell is refused with one StudyError line naming the table and field it
+    came from (``[grid] lr = -1: lr must be in (0, 10] (got -1)``); nothing is run or written.
+    """
+    from dmmlkd.studies.cells import check_cell
+
+    model, seen = spec.model, set()
+    for combo, _ in spec.design():
+        params = {**spec.base, **combo}
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_cell(model, params, spec.seeds[0])  # every seed is in range (checked above)
+        except UserError as exc:
+            raise StudyError(f"{spec.source}: {_origin(spec, params, str(exc))}{exc}") from None
+
+
+def _origin(spec: StudySpec, params: dict[str, Any], message: str) -> str:
+    """Where the field a message names was set: '[grid] lr = -1: ' (or the whole cell)."""
+    for name, value in params.items():
+        if message.startswith(f"{name} "):
+            table = ("grid" if name in spec.grid else f"{spec.kind}.ranges"
+                     if name in spec.sensitivity.get("ranges", {}) else "base")
+            return f"[{table}] {name} = {value!r}: "
+    where = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    return f"cell ({where}): "
+
+
+def load_spec(path: str | Path, base: dict[str, Any] | None = None) -> StudySpec:
+    """Read and validate a study TOML file; ``base`` (command-line flags) overrides [base]."""
     from dmmlkd.userio import read_toml
 
-    return parse_spec(read_toml(path, StudyError), str(path))
+    data = read_toml(path, StudyError)
+    if base:
+        data = with_base(data, base, str(path))
+    return parse_spec(data, str(path))
+
+
+def with_base(data: dict[str, Any], base: dict[str, Any], source: str) -> dict[str, Any]:
+    """The spec with options given on the command line written into its [base] table (so they
+    are part of the stored spec and of a resume's identity); refused for a key of [grid]."""
+    study = data.get("study")
+    kind = study.get("kind", "solve") if isinstance(study, dict) else None
+    if kind != "train":
+        raise StudyError(f"{source}: {' '.join('--' + k.replace('_', '-') for k in base)} "
+                         "set a learning run's options: only a train study takes them")
+    grid = data.get("grid", {})
+    for key in base:
+        if isinstance(grid, dict) and key in grid:
+            raise StudyError(f"{source}: --{key.replace('_', '-')} is swept in [grid]; "
+                             "set it there or remove it from the grid")
+    table = data.get("base", {})
+    if not isinstance(table, dict):
+        raise StudyError(f"{source}: [base] and [grid] must be tables")
+    return {**data, "base": {**table, **base}}

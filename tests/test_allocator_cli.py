@@ -73,14 +73,14 @@ def test_solve_json_output_hand_checked(cli, good_file: Path) -> None:
 def test_solve_table_and_csv(cli, good_file: Path) -> None:
     code, out, _ = cli("solve", str(good_file))
     assert code == 0 and "dev0" in out and "imbalance" in out
-    code, out, _ = cli("solve", str(good_file), "--format", "csv", "--method", "uniform")
-    assert code == 0 and out.splitlines()[0].startswith("method,device,modality,tau")
+    code, out, _ = cli("solve", str(good_file), "--format", "csv", "--solver", "uniform")
+    assert code == 0 and out.splitlines()[0].startswith("solver,device,modality,tau")
     assert len(out.strip().splitlines()) == 1 + 3
 
 
 @pytest.mark.parametrize("method", ["exact", "heuristic", "proportional", "uniform"])
 def test_solve_every_method_and_scope_override(cli, good_file: Path, method: str) -> None:
-    code, out, err = cli("solve", str(good_file), "--method", method, "--scope", "network",
+    code, out, err = cli("solve", str(good_file), "--solver", method, "--scope", "network",
                          "--format", "json")
     assert code == 0, err
     assert json.loads(out)["scope"] == "network"
@@ -200,7 +200,7 @@ def test_evaluate_by_hand_both_scopes(good_file: Path) -> None:
 
 
 LEVELS_JSON = {
-    "problem": {"modalities": ["a", "b"], "deadline_s": 0.3, "scope": "device"},
+    "problem": {"modalities": ["a", "b"], "deadline": 0.3, "scope": "device"},
     "devices": [
         {"name": "d0", "modalities": ["a", "b"], "speed": [0.02, 0.05],
          "cycles_forward": [2e5, 5e5], "cpu_levels_hz": [0.5e9, 1e9, 2e9], "batch_size": 32,
@@ -215,7 +215,7 @@ LEVELS_JSON = {
 def test_solve_levels_json_reports_frequency_and_time(cli, tmp_path: Path, method: str) -> None:
     path = tmp_path / "levels.json"
     path.write_text(json.dumps(LEVELS_JSON))
-    code, out, err = cli("solve", str(path), "--method", method, "--format", "json")
+    code, out, err = cli("solve", str(path), "--solver", method, "--format", "json")
     assert code == 0, err
     result = json.loads(out)
     # d1 holds one modality at 1 GHz: C = 32 * 3 * 3e5 * tau = 2.88e7 tau cycles take
@@ -225,17 +225,17 @@ def test_solve_levels_json_reports_frequency_and_time(cli, tmp_path: Path, metho
     assert result["cpu_hz"]["d1"] == 1e9
     assert result["time_s"]["d1"] == pytest.approx(0.0288 * 9 + 0.02)
     assert set(result["cpu_hz"]) == {"d0", "d1"} and result["time_s"]["d0"] <= 0.3 * (1 + 1e-9)
-    code, out, _ = cli("solve", str(path), "--method", method)
+    code, out, _ = cli("solve", str(path), "--solver", method)
     assert code == 0 and "cpu_GHz" in out and "deadline 0.3 s" in out
 
 
 def test_generate_levels_round_trip(cli, tmp_path: Path) -> None:
     out_file = tmp_path / "lv.toml"
-    code, _, err = cli("generate", "--devices", "6", "--cpu-levels", "4", "--deadline-scale",
-                       "0.8", "--seed", "2", "--out", str(out_file))
+    code, _, err = cli("generate", "--devices", "6", "--cpu-levels", "4", "--deadline",
+                       "0.8x", "--seed", "2", "--out", str(out_file))
     assert code == 0, err
     problem = read_problem(out_file)
-    again = generate_problem(devices=6, cpu_levels=4, deadline_scale=0.8, seed=2)
+    again = generate_problem(devices=6, cpu_levels=4, deadline="0.8x", seed=2)
     assert problem.has_levels and problem.deadline_s == again.deadline_s
     np.testing.assert_allclose(problem.cpu_levels_hz, again.cpu_levels_hz)
     # Levels are k/4 of each device's f_max.
@@ -256,8 +256,8 @@ CLI_BAD_CASES = {
                         "speed is too large"),
     "huge tau_max": (GOOD.replace("tau_max = 20", "tau_max = 1000000000")
                      .replace('scope = "device"', 'scope = "network"'), "lower tau_max"),
-    "deadline without levels": (GOOD.replace("epsilon = 0.001", "epsilon = 0.001\ndeadline_s = 1.0"),
-                                "deadline_s needs cpu_levels_hz"),
+    "deadline without levels": (GOOD.replace("epsilon = 0.001", "epsilon = 0.001\ndeadline = 1.0"),
+                                "deadline needs cpu_levels_hz"),
 }
 
 
@@ -286,7 +286,7 @@ def test_deeply_nested_json_one_line(cli, tmp_path: Path) -> None:
         (("generate", "--seed", str(2**32)), "seed must be in"),
         (("generate", "--energy-spread", "nan"), "energy_spread must be a finite number"),
         (("generate", "--devices", "100000000"), "lower devices"),
-        (("generate", "--deadline-scale", "0.5"), "deadline_scale needs cpu_levels"),
+        (("generate", "--deadline", "0.5x"), "deadline needs cpu_levels"),
         (("bench", "allocator", "--scopes", "galaxy"), "--scopes must list"),
         (("bench", "allocator", "--seed", "-1"), "--seed must be in"),
         (("bench", "allocator", "--seed", str(2**32)), "--seed must be in"),

@@ -143,7 +143,7 @@ def test_no_levels_keeps_the_old_model() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"deadline_s": 0.5}, "deadline_s needs cpu_levels_hz"),
+        ({"deadline_s": 0.5}, "deadline needs cpu_levels_hz"),
         ({"cycles_forward": [[1.0]]}, "cycles_forward needs cpu_levels_hz"),
         ({"cpu_levels_hz": [[1e9]], "forward_energy": None, "backward_energy": None},
          "cycles_forward is required"),
@@ -167,7 +167,7 @@ def test_heuristic_within_one_percent_of_exact_with_levels(scope: str) -> None:
     from dmmlkd.allocator import generate_problem
 
     for seed in range(3):
-        problem = generate_problem(devices=12, modalities=4, cpu_levels=4, deadline_scale=0.8,
+        problem = generate_problem(devices=12, modalities=4, cpu_levels=4, deadline="0.8x",
                                    seed=seed, scope=scope)
         exact = solve(problem, "exact", time_limit=30, mip_gap=1e-6)
         heur = solve(problem, "heuristic")

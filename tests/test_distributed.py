@@ -60,7 +60,7 @@ def test_a_block_draws_its_rows_of_the_whole_stream() -> None:
 
 
 ARGS = ["--dataset", "synthetic", "--devices", "7", "--rounds", "3", "--topology", "erdos-renyi",
-        "--method", "dmml-kd-balance", "--missing-rate", "0.3", "--battery", "0.03", "--quiet"]
+        "--method", "dmml-kd-balance", "--missing-rate", "0.3", "--battery-j", "0.03", "--quiet"]
 
 
 def test_nproc_2_gives_the_in_process_results(cli, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dmmlkd.allocator import violations
+from dmmlkd.allocator import AllocatorOptions, violations
 from dmmlkd.bridge.policies import AllocatorPolicy, build_problem
 
 
@@ -52,15 +52,15 @@ def test_share_below_cheapest_round_gets_the_cheapest_round() -> None:
     assert problem.budget[0] == pytest.approx(cheapest, rel=1e-6)
 
 
-@pytest.mark.parametrize("method", ["exact", "heuristic", "proportional", "uniform"])
+@pytest.mark.parametrize("solver", ["exact", "heuristic", "proportional", "uniform"])
 @pytest.mark.parametrize("scope", ["device", "network"])
-def test_policy_returns_feasible_full_table(method: str, scope: str) -> None:
+def test_policy_returns_feasible_full_table(solver: str, scope: str) -> None:
     state = make_state()
-    decision = AllocatorPolicy(method=method, scope=scope)(state)
+    decision = AllocatorPolicy(options=AllocatorOptions(solver=solver, scope=scope))(state)
     assert decision.tau.shape == (4, 3)
     assert (decision.tau[3] == 0).all() and decision.dropped == [3]
     assert (decision.tau[~state.holds] == 0).all()
-    problem, members, _ = build_problem(state, scope=scope)
+    problem, members, _ = build_problem(state, options=AllocatorOptions(scope=scope))
     assert violations(problem, decision.tau[members]) == []
     assert decision.info["status"] in {"optimal", "feasible", "time_limit"}
 

@@ -30,6 +30,8 @@ from dmmlkd.learner.errors import ConfigError
 from dmmlkd.userio import MANIFEST, OutputError, atomic_dir, atomic_write_text, progress, read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 TINY = ["--dataset", "synthetic", "--devices", "2", "--rounds", "1"]
 COMMANDS_TINY = {
     "train": ["train", *TINY, "--quiet"],
@@ -275,7 +277,7 @@ def test_memory_estimate_grows_with_the_run() -> None:
     (["demo", "--jobs", "0"], "jobs must be in [1, 1024] (got 0)"),
     (["demo", "--rounds", "0"], "rounds must be in [1, 1e6]"),
     (["demo", "--time-limit", "nan"], "time_limit must be a finite number"),
-    (["train", *TINY, "--battery", "1e308"], "battery_j must be in (0, 1e12]"),
+    (["train", *TINY, "--battery-j", "1e308"], "battery_j must be in (0, 1e12]"),
     (["train", *TINY, "--solver", "foo"], "solver must be one of"),
     (["train", *TINY, "--views", "m0,,m1"], "views must not be empty"),
 ])
@@ -403,6 +405,7 @@ def test_config_choices_match_the_allocator_and_the_policies() -> None:
     from dmmlkd.allocator.solvers import METHODS
     from dmmlkd.bridge.policies import BUDGET_RULES as POLICY_RULES
 
+    # One list each (userio.options): the allocator's registry is built from SOLVERS.
     assert set(SOLVERS) == set(METHODS)
     assert set(BUDGET_RULES) == set(POLICY_RULES)
 
@@ -448,6 +451,9 @@ def test_the_option_table_in_the_docs_lists_every_field() -> None:
     text = (ROOT / "docs" / "safety.md").read_text()
     missing = [f.name for f in fields(TrainConfig) if f"| `{f.name}` |" not in text]
     assert not missing, f"add to docs/safety.md (config_table_markdown()): {missing}"
+    from dmmlkd.learner.config import config_table_markdown
+
+    assert config_table_markdown() in text, "regenerate the table in docs/safety.md"
 
 
 def test_figures_redrawn_by_plot_stay_ours(cli, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from dmmlkd.studies.runner import STOP_AFTER_ENV, read_journal
 ROOT = Path(__file__).resolve().parents[1]
 
 
+
 def dmmlkd(*args: str, timeout: float = 180, **popen: object) -> subprocess.CompletedProcess:
     """The real command line in a fresh process: (returncode, stdout, stderr)."""
     env = dict(os.environ)  # the caller's dmmlkd (installed, or a checkout via PYTHONPATH)
@@ -43,8 +44,13 @@ scope = "network"
 
 [grid]
 budget_scale = [0.5, 1.0, 2.0]
-method = ["heuristic", "uniform"]
+solver = ["heuristic", "uniform"]
 """
+
+
+# Half the cells valid but failing when solved: 1,000,000 counts per modality exceed the
+# solvers' limit (allocator.resources.MAX_COUNT_RANGE), found only at solve time.
+FAILING_AT_RUN_TIME = "budget_scale = [1.0]\ntau_max = [20, 1000000]"
 
 
 @pytest.fixture
@@ -60,13 +66,13 @@ def test_tiny_study_end_to_end(cli, spec_file: Path, tmp_path: Path) -> None:
     assert code == 0, err
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 3 * 2 * 2
-    assert set(results["method"]) == {"heuristic", "uniform"}
+    assert set(results["solver"]) == {"heuristic", "uniform"}
     assert {"budget_scale", "seed", "objective", "imbalance_network", "energy_total_j",
             "solve_time_s", "gap", "status"} <= set(results.columns)
     assert (out / "spec.toml").exists()
     assert (out / "figures" / "objective_imbalance_vs_budget_scale.png").exists()
     # More budget never lowers the heuristic's objective here (same instance up to the budget).
-    heur = results[results["method"] == "heuristic"].groupby("budget_scale")["objective"].mean()
+    heur = results[results["solver"] == "heuristic"].groupby("budget_scale")["objective"].mean()
     assert heur.is_monotonic_increasing
 
 
@@ -109,16 +115,18 @@ def test_torn_journal_line_is_repaired_before_appending(cli, spec_file: Path,
 
 def test_failing_cell_is_recorded_printed_and_exit_1(cli, tmp_path: Path) -> None:
     spec = tmp_path / "s.toml"
-    spec.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", "budget_scale = [1.0, -1.0]"))
+    # Valid options that fail only when solved (too many counts to enumerate): a bad option
+    # value is refused before any cell runs (test_bad_cell_value_refused_before_any_cell).
+    spec.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", FAILING_AT_RUN_TIME))
     out = tmp_path / "out"
     run = dmmlkd("study", str(spec), "--out", str(out))
     assert run.returncode == 1
     results = pd.read_parquet(out / "results.parquet")
     errors = results[results["status"] == "error"]
-    assert len(errors) == 4 and errors["error"].str.contains("budget_scale").all()
-    assert (results[results["status"] != "error"]["budget_scale"] == 1.0).all()
+    assert len(errors) == 4 and errors["error"].str.contains("tau_max").all()
+    assert (results[results["status"] != "error"]["tau_max"] == 20).all()
     failed = [line for line in run.stderr.splitlines() if " failed: " in line]
-    assert len(failed) == 4 and all("budget_scale=-1" in line for line in failed)
+    assert len(failed) == 4 and all("tau_max=1000000" in line for line in failed)
     assert {line.split()[1] for line in failed} == set(errors["cell_id"])
     assert "Traceback" not in run.stderr
     assert "\r" not in run.stderr  # stderr is a pipe: no bar redraws
@@ -146,7 +154,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(cli, spec_file: Path, tmp_
     from dmmlkd.studies import runner
 
     monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
-    spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", "budget_scale = [1.0, -1.0]"))
+    spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", FAILING_AT_RUN_TIME))
     code, _, err = cli("study", str(spec_file), "--out", str(tmp_path / "out"))
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("cells: ")]
@@ -186,7 +194,7 @@ seeds = [0, 1, 2, 3]
 devices = 2000
 modalities = 4
 scope = "network"
-method = "exact"
+solver = "exact"
 time_limit = 120.0
 """
 
@@ -355,7 +363,7 @@ seeds = [0]
 [base]
 devices = 5
 modalities = 2
-method = "heuristic"
+solver = "heuristic"
 [morris]
 trajectories = 3
 levels = 4
@@ -390,7 +398,7 @@ def test_dask_local_cluster_gives_the_jobs_1_rows(cli, spec_file: Path, tmp_path
     run = dmmlkd("study", str(spec_file), "--out", str(tmp_path / "b"), "--cluster", "local",
                  "--jobs", "2")
     assert run.returncode == 0, run.stderr
-    cols = ["cell_id", "seed", "budget_scale", "method", "objective", "imbalance_network",
+    cols = ["cell_id", "seed", "budget_scale", "solver", "objective", "imbalance_network",
             "energy_total_j", "status"]
     a = pd.read_parquet(tmp_path / "a" / "results.parquet")[cols].sort_values("cell_id")
     b = pd.read_parquet(tmp_path / "b" / "results.parquet")[cols].sort_values("cell_id")

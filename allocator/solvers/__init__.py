@@ -1,13 +1,15 @@
-"""One `solve(problem, method=...)` facade over every allocation method (one file each)."""
+"""One `solve(problem, solver=...)` facade over every allocation algorithm (one file each)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from dmmlkd.allocator.errors import ProblemError
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.allocator.result import Allocation
+from dmmlkd.userio.options import DEFAULTS, SOLVERS, check_option
 
 
 def _heuristic(problem: Problem, **options: Any) -> Allocation:
@@ -28,7 +30,7 @@ def _exact(problem: Problem, **options: Any) -> Allocation:
 
 def _at_roomiest(problem: Problem, alloc: Allocation) -> Allocation:
     """Re-score a baseline solved at fixed levels on the problem with levels."""
-    return Allocation(problem, alloc.tau, method=alloc.method, status=alloc.status,
+    return Allocation(problem, alloc.tau, solver=alloc.solver, status=alloc.status,
                       solve_time_s=alloc.solve_time_s, info=alloc.info)
 
 
@@ -47,33 +49,36 @@ def _uniform(problem: Problem, **options: Any) -> Allocation:
         problem.at_levels(problem.roomiest_levels()), **options))
 
 
-# Method name -> solver. A new method is one file in this folder and one line here.
-METHODS: dict[str, Callable[..., Allocation]] = {
-    "exact": _exact,
-    "heuristic": _heuristic,
-    "proportional": _proportional,
-    "uniform": _uniform,
-}
+# Solver name -> function, built from the one list of names (userio.options.SOLVERS): a new
+# solver is one file in this folder, one function `_<name>` above and its name in SOLVERS.
+METHODS: dict[str, Callable[..., Allocation]] = {name: globals()[f"_{name}"] for name in SOLVERS}
 
 
 def solve(
     problem: Problem,
-    method: str = "heuristic",
+    solver: str = DEFAULTS.solver,
     *,
     time_limit: float | None = None,
-    mip_gap: float = 1e-4,
+    mip_gap: float = DEFAULTS.mip_gap,
+    method: str | None = None,
 ) -> Allocation:
-    """Solve an allocation problem with a named method; every method returns an `Allocation`."""
-    if method not in METHODS:
-        raise ProblemError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
-    if time_limit is not None and time_limit <= 0:
-        raise ProblemError(f"time_limit must be > 0 (got {time_limit})")
-    if not 0 <= mip_gap < 1:
-        raise ProblemError(f"mip_gap must be in [0, 1) (got {mip_gap})")
+    """Solve an allocation problem with a named solver; every solver returns an `Allocation`.
+
+    time_limit: seconds for the exact solver (None: no limit; the learner's policies and the
+    study cells pass ``AllocatorOptions.time_limit``). ``method`` is the old name of
+    ``solver`` (a DeprecationWarning says so).
+    """
+    if method is not None:
+        warnings.warn("solve(method=...) is now solve(solver=...)", DeprecationWarning,
+                      stacklevel=2)
+        solver = method
+    check_option("solver", solver, ProblemError)
+    check_option("time_limit", time_limit, ProblemError)
+    check_option("mip_gap", mip_gap, ProblemError)
     from dmmlkd.allocator.resources import check_resources
 
-    check_resources(problem, method)
-    alloc = METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
+    check_resources(problem, solver)
+    alloc = METHODS[solver](problem, time_limit=time_limit, mip_gap=mip_gap)
     return verified(alloc, mip_gap)
 
 
@@ -84,7 +89,7 @@ def verified(alloc: Allocation, mip_gap: float) -> Allocation:
 
     problem = alloc.problem
     if infeasible_devices(problem, alloc.tau).size:
-        fixed = Allocation(problem, repair(problem, alloc.tau), method=alloc.method,
+        fixed = Allocation(problem, repair(problem, alloc.tau), solver=alloc.solver,
                            status=alloc.status, bound=alloc.bound,
                            solve_time_s=alloc.solve_time_s, build_time_s=alloc.build_time_s,
                            info={**alloc.info, "repaired": True})

@@ -98,6 +98,6 @@ def solve_breakpoint(problem: Problem, **_: object) -> Allocation:
     # The enumeration is exhaustive over a set containing an optimum: its value is a bound.
     bound = float(value.sum())
     return Allocation(
-        problem, tau, method="heuristic", status="optimal", bound=bound, solve_time_s=elapsed,
+        problem, tau, solver="heuristic", status="optimal", bound=bound, solve_time_s=elapsed,
         info={"algorithm": "breakpoint enumeration (exact for the device scope)"},
     )

@@ -24,6 +24,7 @@ from pyomo.contrib.solver.solvers.highs import Highs
 from dmmlkd.allocator.model import BuiltModel, build_model, energy_units, level_data
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.allocator.result import Allocation, evaluate, relative_gap, violations
+from dmmlkd.userio.options import DEFAULTS
 
 
 def _highs_of(solver: Highs) -> highspy.Highs:
@@ -223,7 +224,7 @@ def _solve_device_scope(problem: Problem, time_limit: float | None, mip_gap: flo
     tau = np.where(keep[:, None], candidate, warm)
     elapsed = time.perf_counter() - t0
     status = "optimal" if proven and solved == problem.n_devices else "time_limit"
-    alloc = Allocation(problem, tau, method="exact", status=status, bound=bound_total,
+    alloc = Allocation(problem, tau, solver="exact", status=status, bound=bound_total,
                        solve_time_s=elapsed - build_s, build_time_s=build_s,
                        info={"decomposition": "per device", "devices_solved_by_highs": solved,
                              "highs_objective": highs_total})
@@ -274,7 +275,7 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
     heuristic_s = time.perf_counter() - t0
     lag_bound = start.bound
     if relative_gap(start.objective, lag_bound) <= mip_gap:
-        start.method, start.status = "exact", "optimal"
+        start.solver, start.status = "exact", "optimal"
         start.info["proof"] = "lagrangian bound"
         return start
     tb = time.perf_counter()
@@ -306,7 +307,7 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
             tau = candidate
     bound = min(lag_bound, highs_bound) if math.isfinite(highs_bound) else lag_bound
     alloc = Allocation(
-        problem, tau, method="exact", status="feasible", bound=bound,
+        problem, tau, solver="exact", status="feasible", bound=bound,
         solve_time_s=heuristic_s + highs_s, build_time_s=build_s,
         info={"highs_status": status, "highs_objective": highs_objective,
               "highs_bound": highs_bound, "lagrangian_bound": lag_bound,
@@ -322,7 +323,7 @@ def _solve_network_scope(problem: Problem, time_limit: float | None, mip_gap: fl
 
 
 def solve_exact(
-    problem: Problem, time_limit: float | None = None, mip_gap: float = 1e-4, **_: object
+    problem: Problem, time_limit: float | None = None, mip_gap: float = DEFAULTS.mip_gap, **_: object
 ) -> Allocation:
     """Solve the MILP with HiGHS through Pyomo, decomposed by scope (see the module docstring)."""
     if problem.scope == "device":

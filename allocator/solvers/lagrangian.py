@@ -415,7 +415,7 @@ def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
     return Allocation(
         problem,
         tau,
-        method="heuristic",
+        solver="heuristic",
         status="feasible",
         bound=dual.bound,
         solve_time_s=elapsed,

@@ -43,6 +43,6 @@ def solve_proportional(problem: Problem, **_: object) -> Allocation:
         high = np.where(ok, high, mid)
     tau = _table(problem, low).astype(np.int64)
     return Allocation(
-        problem, tau, method="proportional", status="feasible",
+        problem, tau, solver="proportional", status="feasible",
         solve_time_s=time.perf_counter() - start,
     )

@@ -19,5 +19,5 @@ def solve_uniform(problem: Problem, **_: object) -> Allocation:
     t = np.clip(t, problem.tau_min, problem.tau_max)
     tau = np.where(problem.holds, t[:, None], 0).astype(np.int64)
     return Allocation(
-        problem, tau, method="uniform", status="feasible", solve_time_s=time.perf_counter() - start
+        problem, tau, solver="uniform", status="feasible", solve_time_s=time.perf_counter() - start
     )

@@ -7,6 +7,9 @@ import platform
 import time
 from typing import Any
 
+from dmmlkd.cli.options import DeprecatedAlias
+from dmmlkd.userio.options import DEFAULTS
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `bench`."""
@@ -16,7 +19,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="comma-separated device counts")
     p.add_argument("--scopes", default="device,network")
     p.add_argument("--modalities", type=int, default=4)
-    p.add_argument("--time-limit", type=float, default=10.0, help="exact solver limit (s)")
+    p.add_argument("--time-limit", type=float, default=DEFAULTS.time_limit,
+                   help=f"exact solver limit in seconds (default {DEFAULTS.time_limit:g})")
     p.add_argument("--exact-max", type=int, default=10_000,
                    help="largest device count given to exact")
     p.add_argument("--network-max", type=int, default=100_000,
@@ -27,8 +31,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
                    help="allocator: N CPU levels per device (the time/frequency model)")
-    p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
-                   help="allocator: deadline as in `generate --deadline-scale` (needs levels)")
+    p.add_argument("--deadline", default=None, metavar="none|S|Xx",
+                   help="allocator: round deadline as in `generate --deadline` (needs levels)")
+    p.add_argument("--deadline-scale", dest="deadline", type=lambda x: f"{x}x",
+                   action=DeprecatedAlias, new="--deadline Xx", help=argparse.SUPPRESS)
     from dmmlkd.benchmarks.bench_learner import add_arguments as add_learner_arguments
 
     add_learner_arguments(p)
@@ -67,19 +73,19 @@ def run(args: argparse.Namespace) -> int:
         sizes=sizes, scopes=scopes, modalities=args.modalities, time_limit=args.time_limit,
         exact_max_devices={"device": args.exact_max, "network": args.exact_max},
         heuristic_max_devices={"device": max(sizes), "network": args.network_max},
-        seed=args.seed, cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
+        seed=args.seed, cpu_levels=args.cpu_levels, deadline=args.deadline,
     )
     # Refuse bad level arguments before the sweep (generate_problem's checks, one line).
     from dmmlkd.allocator import generate_problem
 
     generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
-                     cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale)
+                     cpu_levels=args.cpu_levels, deadline=args.deadline)
     t0 = time.perf_counter()
     table = run_allocator_bench(config)
     parts = [
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
         f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}"
-        + (f", {args.cpu_levels} CPU levels, deadline scale {args.deadline_scale}"
+        + (f", {args.cpu_levels} CPU levels, deadline {args.deadline}"
            if args.cpu_levels else "") + ".",
         "",
         to_markdown(table),

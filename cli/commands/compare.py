@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from dmmlkd.cli.options import add_config_flags, config_overrides
+
 COMPARE_KEYS = ("methods", "seeds", "jobs", "reference")  # what a [compare] table may hold
 MAX_SEEDS = 10_000
 MAX_JOBS = 1024
@@ -16,21 +18,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare learning methods over seeds (tables + figures)")
     p.add_argument("--config", default=None,
                    help="TOML: a [train] table (+ optional [compare] with methods, seeds, jobs)")
-    p.add_argument("--methods", default=None,
-                   help="comma-separated (default dpsgd,dmml-kd,ogm-ge,dmml-kd-balance,"
-                        "random-schedule,modality-dropout)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds: 0, 1, ... (default 2)")
-    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default 2)")
+    p.add_argument("--methods", default=None, metavar="A,B,...",
+                   help="learning methods to compare, comma-separated (default dpsgd,dmml-kd,"
+                        "ogm-ge,dmml-kd-balance,random-schedule,modality-dropout)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="number of seeds: 0, 1, ..., N-1 (default 2)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="parallel worker processes (default 2)")
     p.add_argument("--out", default="runs/compare",
                    help="output folder (new, empty, or written by dmmlkd before)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--reference", default=None,
                    help="method the others are paired against in paired.csv (default dmml-kd)")
-    for flag, kind in (("--dataset", str), ("--views", str), ("--devices", int), ("--rounds", int),
-                       ("--local-iters", int), ("--alpha", float), ("--missing-rate", float),
-                       ("--topology", str), ("--solver", str), ("--scope", str),
-                       ("--battery", float), ("--deadline", str)):
-        p.add_argument(flag, type=kind, default=None)
+    # The methods and seeds are the comparison's own (--methods, --seeds).
+    add_config_flags(p, skip=("seed", "method"))
     return p
 
 
@@ -94,13 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from dmmlkd.studies.compare import default_jobs
     from dmmlkd.userio import check_out_dir, read_toml
 
-    overrides = {"dataset": args.dataset, "devices": args.devices, "rounds": args.rounds,
-                 "local_iters": args.local_iters, "alpha": args.alpha,
-                 "missing_rate": args.missing_rate, "topology": args.topology,
-                 "solver": args.solver, "scope": args.scope, "battery_j": args.battery,
-                 "deadline": args.deadline}
-    if args.views is not None:
-        overrides["views"] = [v.strip() for v in args.views.split(",")]
+    overrides = config_overrides(args)
     data = read_toml(args.config, ConfigError) if args.config else {}
     section = data.get("compare", {})
     if not isinstance(section, dict):
@@ -108,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
     train = data["train"] if isinstance(data.get("train"), dict) else \
         {k: v for k, v in data.items() if k != "compare"}
     source = args.config or "config"
-    base = config_from_dict({**train, **{k: v for k, v in overrides.items() if v is not None}},
-                            source)
+    base = config_from_dict({**train, **overrides}, source)
     options = compare_options(section, args.methods, args.seeds, args.jobs, default_jobs(), source)
     check_memory(base, runs=len(options.methods) * len(options.seeds), processes=options.jobs)
     check_out_dir(args.out)

@@ -4,7 +4,7 @@
    (fac) and weak (zer) views, 8 heterogeneous devices (CPU speeds, links), label skew
    alpha = 0.5, the same battery for every method (``--missing-rate`` for devices holding
    different view sets); tables and figures in --out.
-2. Allocation alone: every allocation method on a generated instance, both scopes.
+2. Allocation alone: every allocation solver on a generated instance, both scopes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 from typing import Any
+
+from dmmlkd.userio.options import DEFAULTS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,27 +32,28 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="share of (device, view) pairs missing (default 0: all views held)")
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--alloc-devices", type=int, default=200)
-    p.add_argument("--time-limit", type=float, default=10.0)
+    p.add_argument("--time-limit", type=float, default=DEFAULTS.time_limit,
+                   help=f"exact solver limit in seconds (default {DEFAULTS.time_limit:g})")
     p.add_argument("--skip-learning", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     return p
 
 
 def allocation_comparison(devices: int, modalities: int, seed: int, time_limit: float) -> str:
-    """Solve one generated instance per scope with every method; a Markdown table."""
+    """Solve one generated instance per scope with every solver; a Markdown table."""
     import pandas as pd
 
-    from dmmlkd.allocator import generate_problem, solve
+    from dmmlkd.allocator import SOLVERS, generate_problem, solve
     from dmmlkd.userio import to_markdown
 
     rows = []
     for scope in ("device", "network"):
         problem = generate_problem(devices=devices, modalities=modalities, scope=scope, seed=seed)
-        for method in ("exact", "heuristic", "proportional", "uniform"):
-            alloc = solve(problem, method, time_limit=time_limit)
+        for solver in SOLVERS:
+            alloc = solve(problem, solver, time_limit=time_limit)
             s = alloc.summary()
             rows.append({
-                "scope": scope, "method": method, "status": s["status"],
+                "scope": scope, "solver": solver, "status": s["status"],
                 "objective": s["objective"], "gap": s["gap"],
                 "imbalance_network": s["imbalance_network"],
                 "imbalance_device_mean": s["imbalance_device_mean"],

@@ -6,31 +6,45 @@ import argparse
 import sys
 from typing import Any
 
+from dmmlkd.cli.options import DeprecatedAlias
+from dmmlkd.userio.options import DEFAULTS, SCOPES
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `generate`."""
     p = sub.add_parser("generate", help="write a random seeded allocation problem",
                        description="Generate an allocation problem whose energies come from the "
                        "physical model (CPU frequency, cycles, Shannon-rate links).")
-    p.add_argument("--devices", type=int, default=10, metavar="K")
-    p.add_argument("--modalities", type=int, default=4, metavar="M")
-    p.add_argument("--scope", choices=["device", "network"], default="device")
+    p.add_argument("--devices", type=int, default=10, metavar="K", help="devices (default 10)")
+    p.add_argument("--modalities", type=int, default=4, metavar="M",
+                   help="modalities (default 4)")
+    p.add_argument("--scope", choices=SCOPES, default=DEFAULTS.scope,
+                   help=f"balance per device or over the network (default {DEFAULTS.scope})")
     p.add_argument("--budget-scale", type=float, default=1.0, metavar="X",
                    help="budget relative to running every modality at mid tau (default 1)")
-    p.add_argument("--missing-rate", type=float, default=0.0, metavar="R")
+    p.add_argument("--missing-rate", type=float, default=0.0, metavar="R",
+                   help="share of (device, modality) pairs not held (default 0)")
     p.add_argument("--speed-spread", type=float, default=1.0, help="decades between modality speeds")
     p.add_argument("--energy-spread", type=float, default=1.0, help="decades between modality costs")
-    p.add_argument("--delta", type=float, default=0.1)
-    p.add_argument("--mu", type=float, default=5.0)
-    p.add_argument("--epsilon", type=float, default=1e-3)
-    p.add_argument("--tau-min", type=int, default=1)
-    p.add_argument("--tau-max", type=int, default=20)
+    d = DEFAULTS  # the allocator's option defaults (userio.options.AllocatorOptions)
+    p.add_argument("--delta", type=float, default=d.delta,
+                   help=f"balance tolerance (default {d.delta:g})")
+    p.add_argument("--mu", type=float, default=d.mu,
+                   help=f"price of progress beyond (1 + delta) x the floor (default {d.mu:g})")
+    p.add_argument("--epsilon", type=float, default=d.epsilon,
+                   help=f"weight of the energy tie-break (default {d.epsilon:g})")
+    p.add_argument("--tau-min", type=int, default=d.tau_min,
+                   help=f"fewest local iterations of a held modality (default {d.tau_min})")
+    p.add_argument("--tau-max", type=int, default=d.tau_max,
+                   help=f"most local iterations of a modality (default {d.tau_max})")
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
                    help="give every device N CPU levels (k/N x its f_max; default 0: no "
                    "time/frequency model)")
-    p.add_argument("--deadline-scale", type=float, default=None, metavar="X",
-                   help="round deadline = X x the slowest device's time at mid tau and f_max "
-                   "(needs --cpu-levels)")
+    p.add_argument("--deadline", default=None, metavar="none|S|Xx",
+                   help="round deadline (needs --cpu-levels): none (default), S seconds, or Xx, "
+                   "X times the slowest device's time at mid tau and f_max (e.g. 0.8x)")
+    p.add_argument("--deadline-scale", dest="deadline", type=lambda x: f"{x}x",
+                   action=DeprecatedAlias, new="--deadline Xx", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2**32 - 1]")
     p.add_argument("--format", choices=["toml", "json"], default=None,
                    help="default: from --out's suffix, else toml")
@@ -48,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         budget_scale=args.budget_scale, missing_rate=args.missing_rate, seed=args.seed,
         speed_spread=args.speed_spread, energy_spread=args.energy_spread, delta=args.delta,
         mu=args.mu, epsilon=args.epsilon, tau_min=args.tau_min, tau_max=args.tau_max,
-        cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
+        cpu_levels=args.cpu_levels, deadline=args.deadline,
     )
     fmt = args.format or ("json" if (args.out or "").lower().endswith(".json") else "toml")
     text = dumps_problem(problem, fmt)

@@ -7,6 +7,9 @@ import json
 import math
 from typing import Any
 
+from dmmlkd.cli.options import DeprecatedAlias
+from dmmlkd.userio.options import DEFAULTS, SCOPES, SOLVERS
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `solve`."""
@@ -14,14 +17,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        description="Solve an allocation problem: per device and modality, how "
                        "many local iterations to run next round.")
     p.add_argument("file", help="problem file (.toml or .json)")
-    p.add_argument("--method", default="heuristic",
-                   choices=["exact", "heuristic", "proportional", "uniform"])
-    p.add_argument("--scope", choices=["device", "network"], help="override the file's scope")
+    p.add_argument("--solver", default=DEFAULTS.solver, choices=SOLVERS,
+                   help=f"the allocator's algorithm (default {DEFAULTS.solver})")
+    p.add_argument("--method", dest="solver", choices=SOLVERS, action=DeprecatedAlias,
+                   help="old name of --solver (prints a deprecation line)")
+    p.add_argument("--scope", choices=SCOPES, help="override the file's scope")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help="seconds for the exact solver (best solution and honest gap after it)")
-    p.add_argument("--mip-gap", type=float, default=1e-4, metavar="G",
-                   help="relative gap at which exact stops (default 1e-4)")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+                   help="seconds for the exact solver (best solution and honest gap after it; "
+                   "default: no limit)")
+    p.add_argument("--mip-gap", type=float, default=DEFAULTS.mip_gap, metavar="G",
+                   help=f"relative gap at which exact stops (default {DEFAULTS.mip_gap:g})")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                   help="output: a readable table, the JSON record, or one CSV row per "
+                   "device and modality")
     return p
 
 
@@ -35,7 +43,7 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
     s = allocation.summary()
     lines = [
         f"{p.summary()}",
-        f"method {s['method']}: {s['status']}   objective {_fmt(s['objective'])}   "
+        f"solver {s['solver']}: {s['status']}   objective {_fmt(s['objective'])}   "
         f"bound {_fmt(s['bound'])}   gap {_fmt(s['gap'], '.4%')}",
         f"time: build {s['build_time_s']:.3f} s, solve {s['solve_time_s']:.3f} s   "
         f"energy {s['energy_total_j']:.4g} J of {s['budget_total_j']:.4g} J budget",
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     problem = read_problem(args.file)
     if args.scope:
         problem = problem.with_(scope=args.scope)
-    allocation = solve(problem, args.method, time_limit=args.time_limit, mip_gap=args.mip_gap)
+    allocation = solve(problem, args.solver, time_limit=args.time_limit, mip_gap=args.mip_gap)
     if args.format == "json":
         print(json.dumps(allocation.to_dict(), indent=1))
     elif args.format == "csv":

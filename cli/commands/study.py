@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dmmlkd.cli.options import add_config_flags, config_overrides
+
 MAX_FAILURE_LINES = 20  # beyond this, the rest are counted (all are in results.parquet)
 
 
@@ -16,12 +18,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                                      "(resumable)")
     p.add_argument("spec", help="study TOML file (see studies/examples/)")
     p.add_argument("--out", required=True, help="output folder (rerun to resume)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: spec)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="worker processes (default: the spec's study.jobs)")
     p.add_argument("--cluster", default=None, metavar="local|ADDRESS",
                    help="run cells on Dask: 'local' (a LocalCluster of --jobs processes) or a "
                         "scheduler address such as tcp://host:8786")
     p.add_argument("--force", action="store_true", help="accept a changed spec in --out")
     p.add_argument("--quiet", action="store_true", help="no progress (bar or lines)")
+    # A train study's [base] options as flags (written into the stored spec); seeds: the spec's.
+    add_config_flags(p, skip=("seed",), title="run configuration of a train study's [base]")
     return p
 
 
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from dmmlkd.studies.runner import StudyTerminated, failure_line, load_study, run_study
     from dmmlkd.studies.spec import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, base=config_overrides(args))
     if args.jobs is not None:
         check_value("jobs", args.jobs, Rule("worker processes", low=1, high=1024))
     out = Path(args.out)
