@@ -1,0 +1,159 @@
+"""A whole Flower run of dmmlkd's learner: ServerApp, ClientApp, simulation engine, results.
+
+`run_flower(config, policy)` runs ``config.rounds`` rounds of federated learning over
+``config.devices`` nodes (the same data, partitions and fleet as ``dmmlkd train`` with this
+config) with `AllocatorStrategy` around FedAvg, the policy deciding each node's work. The
+engine is Flower's simulation (``backend="ray"``, `flwr.simulation.run_simulation`) or the
+in-process `InlineGrid` (``backend="inline"``). The global model is evaluated on the test split
+after every round (fused, and per view with the other views masked).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from dmmlkd.flower.client import Fleet, array_record, initial_arrays, make_client_app
+from dmmlkd.flower.inline import InlineGrid
+from dmmlkd.flower.model import accuracy, load_arrays, one_device, one_generator
+from dmmlkd.flower.strategy import AllocatorStrategy
+from dmmlkd.learner.config import TrainConfig
+from dmmlkd.learner.loop import torch_threads
+from dmmlkd.learner.policy import Policy
+from dmmlkd.learner.schedules import uniform_dvfs_policy
+
+BACKENDS = ("ray", "inline")
+
+
+@dataclass
+class FlowerResult:
+    """A Flower run's ledger, per-round table, summary and final global model."""
+
+    ledger: pd.DataFrame  # one row per round and node that trained (AllocatorStrategy.account)
+    rounds: pd.DataFrame  # one row per round: test accuracies, energy, round time, clock
+    summary: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+
+def allocator_policy(config: TrainConfig) -> Policy:
+    """The allocator with CPU levels and deadline, set from the run's allocator options."""
+    from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy
+
+    return DvfsAllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,
+                               mu=config.mu, budget_rule=config.budget_rule,
+                               time_limit=config.solver_time_limit)
+
+
+CONTROL_POLICY: Policy = uniform_dvfs_policy  # uniform tau, lowest CPU level meeting the deadline
+
+
+def evaluate_global(fleet: Fleet, arrays: ArrayRecord) -> dict[str, float]:
+    """Test accuracy of the global model: fused from all views, and from each view alone."""
+    s = fleet.setup
+    views = list(s.data.views)
+    net = one_device(s.net)
+    generator = one_generator(s.generator) if s.generator is not None else None
+    load_arrays(net, views, {n: a.numpy() for n, a in arrays.items()}, generator)
+    test, labels = fleet.trainer.test_views, s.data.test_labels
+    with torch_threads(s.config.threads):
+        out = {"accuracy": accuracy(net, test, labels)}
+        for m, v in enumerate(views):
+            out[f"acc_{v}"] = accuracy(net, test, labels, np.arange(len(views)) == m)
+    return out
+
+
+def make_strategy(config: TrainConfig, fleet: Fleet, policy: Policy,
+                  fraction_train: float = 1.0) -> AllocatorStrategy:
+    """AllocatorStrategy around FedAvg (no client-side evaluation: the server evaluates)."""
+    K = config.devices
+    inner = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0,
+                   min_train_nodes=max(1, min(2, K)), min_available_nodes=K)
+    return AllocatorStrategy(inner, policy, tau_min=config.tau_min, tau_max=config.tau_max,
+                             local_iters=config.local_iters, deadline_s=fleet.setup.deadline_s,
+                             speed_beta=config.speed_beta)
+
+
+def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str = "ray",
+               fraction_train: float = 1.0, workers: int | None = None,
+               quiet: bool = False) -> FlowerResult:
+    """Run the federated experiment; policy None: the allocator (`allocator_policy`)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    config.validate()
+    t0 = time.perf_counter()
+    policy = policy if policy is not None else allocator_policy(config)
+    fleet = Fleet.create(config)
+    client_app = make_client_app(config)
+    holder: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        metrics = evaluate_global(fleet, arrays)
+        history.append({"round": server_round, **metrics})
+        return MetricRecord(metrics)  # type: ignore[arg-type]
+
+    def main(grid: Grid, context: Context) -> None:
+        strategy = make_strategy(config, fleet, policy, fraction_train)
+        start = array_record(initial_arrays(fleet))
+        holder["strategy"] = strategy
+        holder["result"] = strategy.start(grid, start, num_rounds=config.rounds,
+                                          evaluate_fn=evaluate_fn)
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if quiet:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        if backend == "inline":
+            main(InlineGrid(client_app, config.devices),
+                 Context(run_id=0, node_id=0, node_config={}, state=None,  # type: ignore[arg-type]
+                         run_config={}))
+        else:
+            _simulate(main, client_app, config.devices, workers)
+    finally:
+        flwr_logger.setLevel(level)
+    if "result" not in holder:
+        raise RuntimeError("the Flower simulation ended without a result (see its log above)")
+    strategy: AllocatorStrategy = holder["strategy"]
+    final = {name: a.numpy() for name, a in holder["result"].arrays.items()}
+    rounds = pd.DataFrame(history).merge(strategy.rounds(), on="round", how="left")
+    last = history[-1]
+    views = list(fleet.setup.data.views)
+    summary = {
+        "policy": getattr(policy, "__name__", type(policy).__name__), "backend": backend,
+        "clients": config.devices, "rounds": config.rounds, "views": views,
+        "dataset": config.dataset, "seed": config.seed, "fraction_train": fraction_train,
+        "accuracy": last["accuracy"],
+        "modality_accuracy": {v: last[f"acc_{v}"] for v in views},
+        **strategy.totals(), "wall_time_s": time.perf_counter() - t0,
+    }
+    return FlowerResult(strategy.ledger(), rounds, summary, final)
+
+
+def _simulate(main: Any, client_app: Any, num_nodes: int, workers: int | None) -> None:
+    """Flower's simulation engine (Ray) with ``workers`` one-CPU actors (None: the cores)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from workers
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    from flwr.simulation import run_simulation
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = max(1, min(workers or cores, num_nodes))
+    server_app = ServerApp()
+    server_app.main()(main)
+    torch_threads_before = torch.get_num_threads()
+    try:
+        run_simulation(server_app, client_app, num_supernodes=num_nodes,
+                       backend_config={"client_resources": {"num_cpus": 1},
+                                       "init_args": {"num_cpus": n, "log_to_driver": False}})
+    finally:
+        torch.set_num_threads(torch_threads_before)
