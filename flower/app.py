@@ -157,3 +157,61 @@ def _simulate(main: Any, client_app: Any, num_nodes: int, workers: int | None) -
                                        "init_args": {"num_cpus": n, "log_to_driver": False}})
     finally:
         torch.set_num_threads(torch_threads_before)
+
+
+def compare_runs(config: TrainConfig, backend: str = "ray", fraction_train: float = 1.0,
+                 workers: int | None = None, control: bool = True, quiet: bool = False,
+                 ) -> dict[str, FlowerResult]:
+    """The allocator's run and (``control``) the uniform control on the same fleet and energy."""
+    runs = {"allocator": run_flower(config, allocator_policy(config), backend, fraction_train,
+                                    workers, quiet)}
+    if control:
+        runs["uniform"] = run_flower(config, CONTROL_POLICY, backend, fraction_train, workers, quiet)
+    return runs
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, non-finite floats to null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def outputs_summary(runs: dict[str, FlowerResult]) -> dict[str, Any]:
+    """summary.json: each run's summary, and the allocator minus the control where both ran."""
+    out: dict[str, Any] = {name: r.summary for name, r in runs.items()}
+    if "allocator" in runs and "uniform" in runs:
+        a, u = runs["allocator"].summary, runs["uniform"].summary
+        out["allocator_minus_uniform"] = {
+            key: a[key] - u[key] for key in ("accuracy", "energy_used_j", "sim_time_s")}
+    return _clean(out)
+
+
+def write_outputs(runs: dict[str, FlowerResult], config: TrainConfig, options: dict[str, Any],
+                  out_dir: str | os.PathLike[str]) -> None:
+    """config.toml, summary.json, ledger.csv and history.csv (a ``run`` column in the tables),
+    written all at once into a new, empty or dmmlkd-written folder (`userio.atomic_dir`)."""
+    import json
+
+    import tomli_w
+
+    from dmmlkd.userio import atomic_dir
+
+    ledger = pd.concat([r.ledger.assign(run=name) for name, r in runs.items()], ignore_index=True)
+    history = pd.concat([r.rounds.assign(run=name) for name, r in runs.items()], ignore_index=True)
+    first = ["run"]
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "config.toml").write_text(tomli_w.dumps(
+            {"train": config.to_dict(),
+             "flower": {k: v for k, v in _clean(options).items() if v is not None}}))
+        (tmp / "summary.json").write_text(json.dumps(outputs_summary(runs), indent=1) + "\n")
+        ledger[first + [c for c in ledger.columns if c != "run"]].to_csv(tmp / "ledger.csv",
+                                                                          index=False)
+        history[first + [c for c in history.columns if c != "run"]].to_csv(tmp / "history.csv",
+                                                                            index=False)

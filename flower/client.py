@@ -31,7 +31,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from dmmlkd.flower.model import accuracy, load_arrays, one_device, one_generator, to_arrays
-from dmmlkd.flower.profile import PROFILE_ACTION, PROFILE_KEY, NodeProfile, fleet_profiles
+from dmmlkd.flower.profile import (
+    PROFILE_ACTION,
+    PROFILE_KEY,
+    NodeProfile,
+    as_number,
+    fleet_profiles,
+)
 from dmmlkd.flower.strategy import (
     BACKWARD_KEY,
     FORWARD_KEY,
@@ -40,7 +46,7 @@ from dmmlkd.flower.strategy import (
     VARIATION_KEY,
 )
 from dmmlkd.learner.config import TrainConfig
-from dmmlkd.learner.generator import Generator, train_generator
+from dmmlkd.learner.generator import train_generator
 from dmmlkd.learner.local import LocalData, Optimizer, local_training
 from dmmlkd.learner.loop import Setup, Trainer, build, effective_dropout, torch_threads
 
@@ -91,9 +97,9 @@ def node_tau(fleet: Fleet, k: int, content: RecordDict) -> np.ndarray:
         configs = [c for name, c in content.config_records.items() if name != PLAN_KEY]
         uniform = next((c[LOCAL_ITERS_KEY] for c in configs if LOCAL_ITERS_KEY in c),
                        s.config.local_iters)
-        return np.where(holds, int(uniform), 0).astype(np.int64)  # type: ignore[call-overload]
-    tau = np.array([int(plan.get(f"{TAU_PREFIX}{v}", 0)) for v in views],  # type: ignore[call-overload]
-                   np.int64)
+        return np.where(holds, int(as_number(uniform, LOCAL_ITERS_KEY)), 0).astype(np.int64)
+    tau = np.array([int(as_number(plan.get(f"{TAU_PREFIX}{v}", 0), f"{TAU_PREFIX}{v}"))
+                    for v in views], np.int64)
     if (tau < 0).any():
         raise ValueError(f"negative tau in the plan for device {k}: {tau.tolist()}")
     return np.where(holds, tau, 0)
@@ -146,7 +152,7 @@ def make_client_app(config: TrainConfig) -> ClientApp:
         return cache["fleet"]
 
     def partition(context: Context) -> int:
-        k = int(context.node_config.get("partition-id", -1))  # type: ignore[call-overload]
+        k = int(as_number(context.node_config.get("partition-id", -1), "partition-id"))
         if not 0 <= k < config.devices:
             raise ValueError(f"node {context.node_id}: partition-id {k} is not a device of this "
                              f"run (0..{config.devices - 1})")
@@ -156,13 +162,14 @@ def make_client_app(config: TrainConfig) -> ClientApp:
 
     @app.query(PROFILE_ACTION)
     def profile(msg: Message, context: Context) -> Message:
-        record = ConfigRecord(fleet().profiles[partition(context)].to_config())  # type: ignore[arg-type]
+        record = ConfigRecord(fleet().profiles[partition(context)].to_config())
         return Message(RecordDict({PROFILE_KEY: record}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        server_round = int(next((c["server-round"] for c in msg.content.config_records.values()
-                                 if "server-round" in c), 0))  # type: ignore[call-overload]
+        server_round = int(as_number(next((c["server-round"] for c in
+                                           msg.content.config_records.values()
+                                           if "server-round" in c), 0), "server-round"))
         arrays, metrics = train_node(fleet(), partition(context), msg.content, server_round)
         return Message(RecordDict({"arrays": array_record(arrays),
                                    "metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -11,16 +11,27 @@ own formulas (`dmmlkd.metrics.energy`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dmmlkd.learner.energy import EnergyProfile
 
+if TYPE_CHECKING:
+    from flwr.app import ConfigRecordValues
+
 PROFILE_ACTION = "dmmlkd_profile"  # the query's action: message type "query.dmmlkd_profile"
 PROFILE_KEY = "profile"  # the ConfigRecord in the node's reply
+
+
+def as_number(value: object, what: str) -> float:
+    """A record value that must be a number (a bool is not one); ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number (got {value!r})")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -42,7 +53,7 @@ class NodeProfile:
     num_examples: int
     fusion_rule: str = "training"
 
-    def to_config(self) -> dict[str, bool | int | float | str | list[bool] | list[float] | list[str]]:
+    def to_config(self) -> dict[str, ConfigRecordValues]:
         """The profile as ConfigRecord values (str, numbers and lists of them)."""
         return {
             "name": self.name, "views": list(self.views), "holds": [bool(h) for h in self.holds],
@@ -57,23 +68,27 @@ class NodeProfile:
         }
 
     @classmethod
-    def from_config(cls, record: dict[str, object]) -> NodeProfile:
+    def from_config(cls, record: Mapping[str, object]) -> NodeProfile:
         """A profile from a node's reply; ValueError naming the missing or bad field."""
         def get(key: str) -> object:
             if key not in record:
                 raise ValueError(f"node profile lacks {key!r}")
             return record[key]
 
-        def arr(key: str, dtype: type) -> NDArray:
-            return np.asarray(list(get(key)), dtype)  # type: ignore[call-overload]
+        def arr(key: str, dtype: type) -> NDArray[Any]:
+            value = get(key)
+            if not isinstance(value, list):
+                raise ValueError(f"node profile field {key!r} must be a list (got {value!r})")
+            return np.asarray(value, dtype)
 
-        views = tuple(str(v) for v in get("views"))  # type: ignore[attr-defined]
+        views = tuple(str(v) for v in arr("views", str))
         out = cls(str(get("name")), views, arr("holds", bool), arr("forward-j", float),
                   arr("backward-j", float), arr("cycles-forward", float),
                   arr("cycles-backward", float), np.sort(arr("cpu-levels-hz", float)),
-                  float(get("comm-j")), float(get("comm-s")),  # type: ignore[arg-type]
-                  float(get("battery-j")), int(get("batch-size")),  # type: ignore[call-overload]
-                  int(get("num-examples")), str(get("fusion-rule")))  # type: ignore[call-overload]
+                  as_number(get("comm-j"), "comm-j"), as_number(get("comm-s"), "comm-s"),
+                  as_number(get("battery-j"), "battery-j"),
+                  int(as_number(get("batch-size"), "batch-size")),
+                  int(as_number(get("num-examples"), "num-examples")), str(get("fusion-rule")))
         for key in ("holds", "forward_j", "backward_j", "cycles_forward", "cycles_backward"):
             if getattr(out, key).shape != (len(views),):
                 raise ValueError(f"node {out.name!r}: profile field {key} has "

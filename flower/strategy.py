@@ -245,8 +245,8 @@ class AllocatorStrategy(Strategy):
                        f"cheapest round (tau_min {self.tau_min}: {cheapest[i]:.4g} J)")
         state.active = np.array([n not in self.dropped for n in nodes])
         decision = as_decision(self.policy(state))
-        for i in decision.dropped:
-            self._drop(server_round, nodes[i], "policy: cannot pay the cheapest round")
+        for d in decision.dropped:
+            self._drop(server_round, nodes[d], "policy: cannot pay the cheapest round")
         active = np.array([n not in self.dropped for n in nodes])
         tau = np.where(holds & active[:, None], decision.tau, 0).astype(np.int64)
         cpu = clock.check_cpu_hz(decision.cpu_hz, energy.levels_hz(), state.devices)
