@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
@@ -83,18 +83,12 @@ def make_strategy(config: TrainConfig, fleet: Fleet, policy: Policy,
                              speed_beta=config.speed_beta)
 
 
-def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str = "ray",
-               fraction_train: float = 1.0, workers: int | None = None,
-               quiet: bool = False) -> FlowerResult:
-    """Run the federated experiment; policy None: the allocator (`allocator_policy`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    config.validate()
+def serve(grid: Grid, config: TrainConfig, policy: Policy, fraction_train: float = 1.0,
+          fleet: Fleet | None = None, backend: str = "") -> FlowerResult:
+    """The ServerApp's work: AllocatorStrategy around FedAvg for ``config.rounds`` rounds on
+    ``grid``, the global model evaluated on the test split after every round."""
     t0 = time.perf_counter()
-    policy = policy if policy is not None else allocator_policy(config)
-    fleet = Fleet.create(config)
-    client_app = make_client_app(config)
-    holder: dict[str, Any] = {}
+    fleet = fleet if fleet is not None else Fleet.create(config)
     history: list[dict[str, Any]] = []
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -102,30 +96,10 @@ def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str =
         history.append({"round": server_round, **metrics})
         return MetricRecord(metrics)  # type: ignore[arg-type]
 
-    def main(grid: Grid, context: Context) -> None:
-        strategy = make_strategy(config, fleet, policy, fraction_train)
-        start = array_record(initial_arrays(fleet))
-        holder["strategy"] = strategy
-        holder["result"] = strategy.start(grid, start, num_rounds=config.rounds,
-                                          evaluate_fn=evaluate_fn)
-
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    if quiet:
-        flwr_logger.setLevel(logging.WARNING)
-    try:
-        if backend == "inline":
-            main(InlineGrid(client_app, config.devices),
-                 Context(run_id=0, node_id=0, node_config={}, state=None,  # type: ignore[arg-type]
-                         run_config={}))
-        else:
-            _simulate(main, client_app, config.devices, workers)
-    finally:
-        flwr_logger.setLevel(level)
-    if "result" not in holder:
-        raise RuntimeError("the Flower simulation ended without a result (see its log above)")
-    strategy: AllocatorStrategy = holder["strategy"]
-    final = {name: a.numpy() for name, a in holder["result"].arrays.items()}
+    strategy = make_strategy(config, fleet, policy, fraction_train)
+    result = strategy.start(grid, array_record(initial_arrays(fleet)), num_rounds=config.rounds,
+                            evaluate_fn=evaluate_fn)
+    final = {name: a.numpy() for name, a in result.arrays.items()}
     rounds = pd.DataFrame(history).merge(strategy.rounds(), on="round", how="left")
     last = history[-1]
     views = list(fleet.setup.data.views)
@@ -138,6 +112,65 @@ def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str =
         **strategy.totals(), "wall_time_s": time.perf_counter() - t0,
     }
     return FlowerResult(strategy.ledger(), rounds, summary, final)
+
+
+def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str = "ray",
+               fraction_train: float = 1.0, workers: int | None = None,
+               quiet: bool = False) -> FlowerResult:
+    """Run the federated experiment in one engine; policy None: the allocator
+    (`allocator_policy`). ``wall_time_s`` in the summary includes the engine's start."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    config.validate()
+    t0 = time.perf_counter()
+    policy = policy if policy is not None else allocator_policy(config)
+    fleet = Fleet.create(config)
+    client_app = make_client_app(config)
+    holder: dict[str, FlowerResult] = {}
+
+    def main(grid: Grid, context: Context) -> None:
+        holder["result"] = serve(grid, config, policy, fraction_train, fleet, backend)
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    if quiet:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        if backend == "inline":
+            main(InlineGrid(client_app, config.devices),
+                 Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+        else:
+            _simulate(main, client_app, config.devices, workers)
+    finally:
+        flwr_logger.setLevel(level)
+    if "result" not in holder:
+        raise RuntimeError("the Flower simulation ended without a result (see its log above)")
+    result = holder["result"]
+    result.summary["wall_time_s"] = time.perf_counter() - t0
+    return result
+
+
+# Run-config keys of a Flower app project (pyproject [tool.flwr.app.config]) that are not
+# TrainConfig fields, and the Flower names of two that are.
+APP_KEYS = ("policy", "fraction-train", "out")
+RUN_CONFIG_NAMES = {"num-server-rounds": "rounds", "clients": "devices"}
+
+
+def config_from_run_config(run_config: dict[str, Any]) -> TrainConfig:
+    """The learner run a Flower app's run config describes: ``num-server-rounds``, ``clients``
+    and any TrainConfig field with ``-`` for ``_`` (``views`` as a comma-separated string);
+    the app's own keys (`APP_KEYS`) are skipped. ConfigError naming an unknown key."""
+    from dmmlkd.learner.config import config_from_dict
+
+    data: dict[str, Any] = {}
+    for key, value in run_config.items():
+        if key in APP_KEYS:
+            continue
+        name = RUN_CONFIG_NAMES.get(key, key.replace("-", "_"))
+        if name == "views" and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        data[name] = value
+    return config_from_dict(data, "run config")
 
 
 def _simulate(main: Any, client_app: Any, num_nodes: int, workers: int | None) -> None:

@@ -22,6 +22,7 @@ round); its random streams are seeded from (seed, partition, round), so a run is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,28 +142,40 @@ def train_node(fleet: Fleet, k: int, content: RecordDict, server_round: int,
     return to_arrays(net, views, generator), metrics
 
 
-def make_client_app(config: TrainConfig) -> ClientApp:
-    """A ClientApp whose node ``partition-id`` k is device k of the run ``config`` describes."""
-    config.validate()
+def make_client_app(config: TrainConfig | Callable[[Context], TrainConfig]) -> ClientApp:
+    """A ClientApp whose node ``partition-id`` k is device k of the run ``config`` describes.
+
+    ``config`` may be a function of the node's Context (a Flower app project reads the run
+    from ``context.run_config``: `dmmlkd.flower.app.config_from_run_config`).
+    """
+    if isinstance(config, TrainConfig):
+        config.validate()
     cache: dict[str, Fleet] = {}
 
-    def fleet() -> Fleet:
-        if "fleet" not in cache:  # built on the first message, once per process
-            cache["fleet"] = Fleet.create(config)
-        return cache["fleet"]
+    def run_config(context: Context) -> TrainConfig:
+        return config if isinstance(config, TrainConfig) else config(context)
+
+    def fleet(context: Context) -> Fleet:
+        c = run_config(context)
+        key = repr(sorted(c.to_dict().items()))
+        if key not in cache:  # built on the first message of a run, once per process
+            cache.clear()
+            cache[key] = Fleet.create(c)
+        return cache[key]
 
     def partition(context: Context) -> int:
+        devices = run_config(context).devices
         k = int(as_number(context.node_config.get("partition-id", -1), "partition-id"))
-        if not 0 <= k < config.devices:
+        if not 0 <= k < devices:
             raise ValueError(f"node {context.node_id}: partition-id {k} is not a device of this "
-                             f"run (0..{config.devices - 1})")
+                             f"run (0..{devices - 1})")
         return k
 
     app = ClientApp()
 
     @app.query(PROFILE_ACTION)
     def profile(msg: Message, context: Context) -> Message:
-        record = ConfigRecord(fleet().profiles[partition(context)].to_config())
+        record = ConfigRecord(fleet(context).profiles[partition(context)].to_config())
         return Message(RecordDict({PROFILE_KEY: record}), reply_to=msg)
 
     @app.train()
@@ -170,19 +183,19 @@ def make_client_app(config: TrainConfig) -> ClientApp:
         server_round = int(as_number(next((c["server-round"] for c in
                                            msg.content.config_records.values()
                                            if "server-round" in c), 0), "server-round"))
-        arrays, metrics = train_node(fleet(), partition(context), msg.content, server_round)
+        arrays, metrics = train_node(fleet(context), partition(context), msg.content, server_round)
         return Message(RecordDict({"arrays": array_record(arrays),
                                    "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        f, k = fleet(), partition(context)
+        f, k = fleet(context), partition(context)
         s = f.setup
         net = one_device(s.net)
         arrays = next(iter(msg.content.array_records.values()))
         generator = one_generator(s.generator) if s.generator is not None else None
         load_arrays(net, list(s.data.views), {n: a.numpy() for n, a in arrays.items()}, generator)
-        with torch_threads(config.threads):
+        with torch_threads(s.config.threads):
             acc = accuracy(net, f.trainer.test_views, s.data.test_labels, s.holds[k])
         return Message(RecordDict({"metrics": MetricRecord({
             "num-examples": int(s.data.test_labels.size), "accuracy": acc})}), reply_to=msg)
