@@ -5,7 +5,7 @@ arrive. This grid is the lightest engine there is: it calls the ClientApp for ea
 turn, in this thread, and returns the replies in node order. Tests use it (no worker processes,
 no arrival-order effects, so two runs can be compared bit for bit); ``dmmlkd flower --backend
 inline`` runs a whole experiment with it. Node ``i`` has node id ``first_node_id + i`` and
-``partition-id`` i, as in Flower's simulation.
+``partition-id`` i, as in Flower's simulation; every node sees ``run_config``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import uuid4
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict, UserConfig
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
@@ -24,7 +24,8 @@ from flwr.supercore.task_identity import TaskIdentity
 class InlineGrid(Grid):
     """Runs ``client_app`` for ``num_nodes`` nodes in the calling thread."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, first_node_id: int = 1) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, first_node_id: int = 1,
+                 run_config: UserConfig | None = None) -> None:
         # Flower stamps messages with the process's task identity; the simulation engine sets
         # it for its server thread, so does this grid for the calling one (run 0).
         TaskIdentity.task_id, TaskIdentity.run_id = 1, 0
@@ -33,7 +34,7 @@ class InlineGrid(Grid):
         self.contexts = {
             first_node_id + i: Context(run_id=0, node_id=first_node_id + i,
                                        node_config={"partition-id": i, "num-partitions": num_nodes},
-                                       state=RecordDict(), run_config={})
+                                       state=RecordDict(), run_config=dict(run_config or {}))
             for i in range(num_nodes)}
         self.replies: dict[str, Message] = {}
         self._run: Run | None = None
