@@ -266,8 +266,8 @@ def test_example_app_project_runs(tmp_path: Path) -> None:
     """examples/flower: its components, loaded as `flwr run` loads them, with its run config."""
     import importlib
     import sys
-    import tomllib
 
+    import tomllib
     from flwr.app import Context, RecordDict
 
     root = Path(__file__).resolve().parents[1] / "examples" / "flower"
