@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,10 @@ def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str =
     level = flwr_logger.level
     if quiet:
         flwr_logger.setLevel(logging.WARNING)
+    # Flower's FedAvg samples nodes with Python's global `random`: seed it for this run (and
+    # put it back), so that an inline run with --fraction < 1 samples the same nodes each time.
+    random_state = random.getstate()
+    random.seed(config.seed)
     try:
         if backend == "inline":
             main(InlineGrid(client_app, config.devices),
@@ -143,6 +148,7 @@ def run_flower(config: TrainConfig, policy: Policy | None = None, backend: str =
             _simulate(main, client_app, config.devices, workers)
     finally:
         flwr_logger.setLevel(level)
+        random.setstate(random_state)
     if "result" not in holder:
         raise RuntimeError("the Flower simulation ended without a result (see its log above)")
     result = holder["result"]

@@ -3,7 +3,7 @@
 Flower's strategies send every sampled node the same ConfigRecord. This one wraps a strategy
 (FedAvg by default) and, each round, after the wrapped strategy has sampled its nodes:
 
-1. asks nodes it has not met for their profile (`flower.profile.NodeProfile`, one
+1. asks connected nodes it has not met for their profile (`flower.profile.NodeProfile`, one
    ``query.dmmlkd_profile`` message each, once per node);
 2. builds the learner's `RoundState` for the sampled nodes (battery left on the ledger, CPU
    levels, cycles per sample, upload energy and time, the deadline, the last reported
@@ -137,7 +137,10 @@ class AllocatorStrategy(Strategy):
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         if not messages:
             return []
-        self.query_profiles([m.metadata.dst_node_id for m in messages], grid)
+        # Every connected node once (not only the sampled ones): the ledger's battery total
+        # is the fleet's, whichever nodes a sampling strategy picks.
+        self.query_profiles(sorted(set(grid.get_node_ids()) | {m.metadata.dst_node_id
+                                                               for m in messages}), grid)
         plans = self.plan_round(server_round, [m.metadata.dst_node_id for m in messages])
         out = []
         for msg in messages:
