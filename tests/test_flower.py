@@ -289,3 +289,18 @@ def test_example_app_project_runs(tmp_path: Path) -> None:
     assert summary["clients"] == 3 and summary["views"] == ["fac", "zer"]
     ledger = pd.read_csv(tmp_path / "out" / "ledger.csv")
     assert len(ledger) == 3 and (ledger["status"] == "ok").all()
+
+
+def test_sampled_runs_are_paired_and_reproducible() -> None:
+    """With FedAvg sampling half the nodes, the allocator's run and the control train the same
+    nodes each round, a rerun repeats it, and the battery total is the whole fleet's."""
+    config = tiny(rounds=3)
+    runs = [run_flower(config, policy, backend="inline", fraction_train=0.5, quiet=True)
+            for policy in (DvfsAllocatorPolicy(), CONTROL_POLICY, DvfsAllocatorPolicy())]
+    picked = [r.ledger.groupby("round")["node"].apply(tuple).tolist() for r in runs]
+    assert picked[0] == picked[1] == picked[2]
+    assert all(len(nodes) == 2 for nodes in picked[0]) and len(set(picked[0])) > 1
+    pd.testing.assert_frame_equal(runs[0].ledger, runs[2].ledger)
+    fleet = Fleet.create(config)
+    for r in runs:
+        assert r.summary["battery_total_j"] == pytest.approx(float(fleet.setup.battery_j.sum()))
