@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "study": "study",
     "plot": "plot",
     "demo": "demo",
+    "flower": "flower",
 }
 
 

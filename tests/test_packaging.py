@@ -29,6 +29,6 @@ def test_install_adds_one_import_name(tmp_path: Path) -> None:
 
     ok = imports("dmmlkd.metrics")
     assert ok.returncode == 0 and ok.stdout.startswith(str(installed)), ok.stderr
-    for old in ("metrics", "allocator", "learner", "studies", "userio", "bridge", "cli"):
+    for old in ("metrics", "allocator", "learner", "studies", "userio", "bridge", "cli", "flower"):
         failed = imports(old)
         assert failed.returncode != 0 and "ModuleNotFoundError" in failed.stderr, (old, failed.stdout)
