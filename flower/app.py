@@ -50,9 +50,7 @@ def allocator_policy(config: TrainConfig) -> Policy:
     """The allocator with CPU levels and deadline, set from the run's allocator options."""
     from dmmlkd.bridge.dvfs import DvfsAllocatorPolicy
 
-    return DvfsAllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,
-                               mu=config.mu, budget_rule=config.budget_rule,
-                               time_limit=config.solver_time_limit)
+    return DvfsAllocatorPolicy(options=config.allocator_options(), budget_rule=config.budget_rule)
 
 
 CONTROL_POLICY: Policy = uniform_dvfs_policy  # uniform tau, lowest CPU level meeting the deadline

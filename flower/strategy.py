@@ -9,7 +9,7 @@ Flower's strategies send every sampled node the same ConfigRecord. This one wrap
    levels, cycles per sample, upload energy and time, the deadline, the last reported
    per-modality speeds smoothed by `metrics.SpeedTracker`) and asks a `Policy`
    (`learner/policy.py`; default `bridge.dvfs.DvfsAllocatorPolicy`: the allocator's problem
-   with CPU levels and deadline, heuristic, ``method="exact"`` on request);
+   with CPU levels and deadline, heuristic, ``solver="exact"`` on request);
 3. sends each node the wrapped strategy's message plus its own ConfigRecord ``dmmlkd``:
    ``tau.<view>`` per modality and ``cpu-hz``; a node given no iterations is not sent one;
 4. when the replies come back, prices the passes each node reports it executed

@@ -30,6 +30,7 @@ from dmmlkd.learner.config import TrainConfig
 from dmmlkd.learner.policy import PolicyDecision, RoundState
 from dmmlkd.metrics.energy import DEFAULT_CAPACITANCE
 from dmmlkd.userio import MANIFEST
+from dmmlkd.userio.options import AllocatorOptions
 
 
 def tiny(**kw: Any) -> TrainConfig:
@@ -78,10 +79,10 @@ def run_strategy(config: TrainConfig, policy: Any) -> tuple[AllocatorStrategy, R
     return strategy, grid, fleet, result
 
 
-@pytest.mark.parametrize("method", ["heuristic", "exact"])
-def test_each_node_gets_the_allocators_row(method: str) -> None:
+@pytest.mark.parametrize("solver", ["heuristic", "exact"])
+def test_each_node_gets_the_allocators_row(solver: str) -> None:
     config = tiny(rounds=3)
-    recorder = Recorder(DvfsAllocatorPolicy(method=method))
+    recorder = Recorder(DvfsAllocatorPolicy(options=AllocatorOptions(solver=solver)))
     strategy, grid, fleet, _ = run_strategy(config, recorder)
     s = fleet.setup
     views = list(s.data.views)
@@ -102,7 +103,7 @@ def test_each_node_gets_the_allocators_row(method: str) -> None:
         # The allocator solved again on that state: its table is what each node was sent.
         problem, members, _, late = build_dvfs_problem(state)
         assert problem is not None and late.size == 0
-        alloc = solve(problem, method)
+        alloc = solve(problem, solver)
         sent = {node: plan for r, node, plan in grid.sent if r == t + 1}
         assert len(sent) == config.devices
         for i, k in enumerate(members):

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from dmmlkd.cli.options import add_config_flags, config_overrides
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `flower`."""
@@ -18,15 +20,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                        "summary.json, ledger.csv, history.csv and config.toml into --out. Needs "
                        "the extra dmmlkd[flower] (docs/flower.md).")
     p.add_argument("--config", default=None, help="TOML file ([train] table or top level)")
-    p.add_argument("--clients", type=int, dest="devices", help="Flower nodes (devices of the fleet)")
-    p.add_argument("--rounds", type=int)
-    for flag, kind, dest in (("--dataset", str, None), ("--views", str, None),
-                             ("--local-iters", int, "local_iters"), ("--alpha", float, None),
-                             ("--missing-rate", float, "missing_rate"), ("--topology", str, None),
-                             ("--method", str, None), ("--solver", str, None),
-                             ("--scope", str, None), ("--battery", float, "battery_j"),
-                             ("--seed", int, None), ("--deadline", str, None)):
-        p.add_argument(flag, type=kind, **({"dest": dest} if dest else {}))
+    # Flower calls its devices clients: --clients is --devices.
+    p.add_argument("--clients", type=int, dest="devices", metavar="N",
+                   help="Flower nodes (the devices of the fleet; same as --devices)")
     p.add_argument("--backend", default="ray", help="ray (Flower's simulation engine, default) or "
                    "inline (every node in this process, one after another)")
     p.add_argument("--fraction", type=float, default=1.0,
@@ -37,6 +33,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="skip the uniform-tau control run (plain FedAvg)")
     p.add_argument("--out", default=None, help="output folder (new, empty, or written by dmmlkd)")
     p.add_argument("--quiet", action="store_true", help="only warnings from Flower")
+    add_config_flags(p, skip=("devices",))
+    p.set_defaults(_config_flags=[*p.get_default("_config_flags"), "devices"])
     return p
 
 
@@ -47,12 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from dmmlkd.learner.resources import check_memory
     from dmmlkd.userio import check_out_dir
 
-    overrides = {k: getattr(args, k) for k in (
-        "dataset", "devices", "rounds", "local_iters", "alpha", "missing_rate", "topology",
-        "method", "solver", "scope", "battery_j", "seed", "deadline")}
-    if args.views is not None:
-        overrides["views"] = [v.strip() for v in args.views.split(",")]
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, config_overrides(args))
     check_value("backend", args.backend, Rule("engine", choices=("ray", "inline")))
     check_value("fraction", args.fraction, Rule("share of nodes", low=0, low_open=True, high=1))
     if args.workers is not None:
