@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from itertools import chain
 from pathlib import Path
@@ -375,17 +374,10 @@ def dumps_problem(problem: Problem, fmt: str = "toml") -> str:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file so that it is either complete or absent (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a file whole or not at all: the project's one atomic writer (userio.atomic)."""
+    from dmmlkd.userio.atomic import atomic_write_text as write
+
+    write(path, text)
 
 
 def write_problem(problem: Problem, path: str | os.PathLike[str], fmt: str | None = None) -> None:

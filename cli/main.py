@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Sub-command name -> module under dmmlkd.cli.commands (a new command is one file and one line here).
 COMMANDS: dict[str, str] = {
@@ -26,13 +27,21 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line (the flag and what is wrong), exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dmmlkd",
         description="Resource allocation, learning and sensitivity studies for DMML-KD.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for module_name in COMMANDS.values():
         try:

@@ -53,6 +53,8 @@ def _listing(folder: Path) -> dict[str, str]:
 
 def _read_manifest(folder: Path) -> dict[str, str] | None:
     """The files our manifest in ``folder`` lists (None: no readable manifest of ours)."""
+    if (folder / MANIFEST).is_symlink():
+        return None
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -60,7 +62,26 @@ def _read_manifest(folder: Path) -> dict[str, str] | None:
     files = data.get("files") if isinstance(data, dict) and data.get("written_by") == "dmmlkd" else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         return None
+    if not all(_inside(folder, k) for k in files):
+        return None  # an entry leaving the folder: whoever wrote it, the folder is not ours
     return {str(k): v for k, v in files.items()}
+
+
+def _inside(folder: Path, rel: object) -> bool:
+    """``rel`` names a place inside ``folder``: a plain relative POSIX path (no ``..``, not
+    absolute, no backslash or NUL) whose folders on disk are real folders, not symlinks that
+    could lead elsewhere."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return False
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        return False
+    here = folder
+    for part in parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            return False
+    return True
 
 
 def _write_manifest(folder: Path, files: dict[str, str]) -> None:
@@ -74,6 +95,10 @@ def _foreign(folder: Path) -> list[str]:
     entries = sorted(p.name for p in folder.iterdir()
                      if p.name != MANIFEST and not p.name.startswith(STAGING_PREFIX))
     if ours is None:
+        if (folder / MANIFEST).exists() or (folder / MANIFEST).is_symlink():
+            # A manifest we cannot trust (not ours, unreadable, or naming places outside the
+            # folder) must never decide what is deleted: the folder is not ours.
+            entries = [f"{MANIFEST} (not a manifest dmmlkd wrote)", *entries]
         return entries[:_SHOWN]
     our_dirs = {Path(rel).parents[i].as_posix() for rel in ours
                 for i in range(len(Path(rel).parents) - 1)}
