@@ -26,7 +26,7 @@ import tomli_w
 
 from dmmlkd.studies.cells import FILES_KEY, run_cell, write_files
 from dmmlkd.studies.spec import Cell, StudyError, StudySpec, parse_spec
-from dmmlkd.userio import atomic_write, atomic_write_text, read_toml
+from dmmlkd.userio import atomic_write, atomic_write_text, loads_toml, read_toml
 from dmmlkd.userio import progress as progress_bar
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
@@ -91,8 +91,24 @@ def write_results(spec: StudySpec, out_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def is_study_folder(out_dir: Path) -> bool:
+    """``out_dir`` holds a study dmmlkd ran: its lock file and a ``spec.toml`` holding exactly
+    the bytes the runner writes (a user's own spec, with comments or its own layout, is not)."""
+    stored = out_dir / "spec.toml"
+    if not (out_dir / ".lock").is_file() or stored.is_symlink() or not stored.is_file():
+        return False
+    try:
+        text = stored.read_text(encoding="utf-8")
+        return tomli_w.dumps(loads_toml(text, str(stored), ValueError)) == text
+    except (OSError, ValueError):  # unreadable, not UTF-8, not TOML
+        return False
+
+
 def _check_spec(spec: StudySpec, out_dir: Path, force: bool) -> None:
     stored = out_dir / "spec.toml"
+    if (stored.exists() or stored.is_symlink()) and not is_study_folder(out_dir):
+        raise StudyError(f"{out_dir}: its spec.toml was not written by dmmlkd study; choose a new "
+                         "or empty --out (nothing was changed)")
     if stored.exists():
         try:
             same = parse_spec(read_toml(stored, StudyError), str(stored)).identity() \
