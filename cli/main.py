@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmmlkd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dmmlkd solve ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:  # noqa: BLE001 - user errors become one line, others propagate
         if getattr(exc, "exit_code", None) == 2:
             print(f"dmmlkd {args.command}: error: {exc}", file=sys.stderr)

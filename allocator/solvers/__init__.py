@@ -66,8 +66,8 @@ def solve(
     """Solve an allocation problem with a named method; every method returns an `Allocation`."""
     if method not in METHODS:
         raise ProblemError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
-    if time_limit is not None and time_limit <= 0:
-        raise ProblemError(f"time_limit must be > 0 (got {time_limit})")
+    if time_limit is not None and not 0 < time_limit < float("inf"):  # nan fails too
+        raise ProblemError(f"time_limit must be a finite number > 0 (got {time_limit})")
     if not 0 <= mip_gap < 1:
         raise ProblemError(f"mip_gap must be in [0, 1) (got {mip_gap})")
     from dmmlkd.allocator.resources import check_resources
