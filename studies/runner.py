@@ -40,16 +40,34 @@ class StudyTerminated(KeyboardInterrupt):
 
 
 def read_journal(out_dir: Path) -> list[dict[str, Any]]:
-    """Finished cells from the journal (a torn last line from a crash is ignored)."""
+    """Finished cells from the journal (a torn last line from a crash is ignored).
+
+    Any other line that is not a cell record (binary, not JSON, not an object, no ``cell_id``)
+    is a StudyError naming the line: a damaged journal is said, never half-read.
+    """
     path = out_dir / "cells.jsonl"
     if not path.exists():
         return []
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # The last piece is b"" after a final newline, or else a record cut by a crash: ignored.
+    lines = data.split(b"\n")[:-1]
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("cell_id"), str):
+            what = "not JSON text" if row is None else \
+                "not a JSON object" if not isinstance(row, dict) else "has no cell_id"
+            raise StudyError(f"{path}: line {number} is not a cell record ({what}); remove that "
+                             "line (its cell runs again) or choose another --out")
+        rows.append(row)
     return rows
 
 
@@ -209,7 +227,11 @@ def _executor(jobs: int, cluster: str | None) -> Iterator[Executor | None]:
 def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
     """A Dask client's executor: a LocalCluster of `jobs` processes, or a running scheduler."""
     import logging
+    import re
 
+    if cluster != "local" and not re.fullmatch(r"([a-z][a-z0-9+]*://)?[^\s/:]+:\d{1,5}", cluster):
+        raise StudyError(f"--cluster must be 'local' or a scheduler address such as "
+                         f"tcp://host:8786 (got {cluster!r})")
     from dask.distributed import Client, LocalCluster
 
     local = None
@@ -220,7 +242,7 @@ def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
             client = Client(local)
         else:
             client = Client(cluster, timeout="10s")
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, malformed
         if local is not None:
             local.close()
         raise StudyError(f"cannot reach the Dask scheduler at {cluster!r} ({exc})") from None
@@ -251,7 +273,7 @@ def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bo
             cells = spec.cells()
             todo = [c for c in cells if c.id not in done]
             ran = _run_cells(spec, todo, out_dir, executor, progress, on_failure)
-    frame = pd.read_parquet(out_dir / "results.parquet")
+    frame = read_table(out_dir / "results.parquet")
     failures = int((frame.get("status", pd.Series(dtype=str)) == "error").sum())
     return ran, len(cells) - len(todo), failures
 
@@ -321,4 +343,14 @@ def load_study(out_dir: Path) -> tuple[StudySpec, pd.DataFrame]:
     if not (out_dir / "spec.toml").exists() or not (out_dir / "results.parquet").exists():
         raise StudyError(f"{out_dir}: not a study folder (no spec.toml/results.parquet)")
     spec = parse_spec(read_toml(out_dir / "spec.toml", StudyError), str(out_dir))
-    return spec, pd.read_parquet(out_dir / "results.parquet")
+    return spec, read_table(out_dir / "results.parquet")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet table of ours; StudyError naming the file when it is damaged or unreadable."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; each is one line here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(f"{path}: cannot read this table ({reason}); rerun the command that "
+                         "wrote it") from None
