@@ -18,6 +18,7 @@ from dmmlkd.studies import style
 from dmmlkd.studies.outputs import atomic_dir
 from dmmlkd.studies.spec import StudyError
 from dmmlkd.userio import progress
+from dmmlkd.userio.workers import exit_with_parent
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
                    "modality-dropout")
@@ -46,7 +47,8 @@ def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Run any list of configurations (one process pool); tables as in `run_comparison`."""
     if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             outputs = list(_tqdm(pool.map(_one, configs), len(configs), progress))
     else:
         outputs = [_one(c) for c in _tqdm(configs, len(configs), progress)]

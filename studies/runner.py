@@ -28,6 +28,7 @@ from dmmlkd.studies.cells import FILES_KEY, run_cell, write_files
 from dmmlkd.studies.spec import Cell, StudyError, StudySpec, parse_spec
 from dmmlkd.userio import atomic_write, atomic_write_text, loads_toml, read_toml
 from dmmlkd.userio import progress as progress_bar
+from dmmlkd.userio.workers import exit_with_parent
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
 PROGRESS_EVERY_S = 5.0  # a plain progress line this often when stderr is not a terminal
@@ -211,7 +212,8 @@ def _executor(jobs: int, cluster: str | None) -> Iterator[Executor | None]:
     if jobs <= 1:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
     try:
         yield pool
     except BaseException:
