@@ -244,3 +244,20 @@ def _install(staging: Path, out: Path) -> None:
                 break
             parent.rmdir()
     _write_manifest(out, new)
+
+
+def keep_only(folder: str | os.PathLike[str], written: list[Path]) -> None:
+    """After dmmlkd (re)wrote ``written`` in ``folder`` (a study's figures): remove the files it
+    wrote there before and did not write now (a changed spec's old figures), then list the new.
+
+    Only files our manifest lists, unchanged since, are removed; anything else stays.
+    """
+    folder = Path(folder)
+    old = _read_manifest(folder) or {}
+    new = {Path(p).absolute().relative_to(folder.absolute()).as_posix(): _sha256(Path(p))
+           for p in written}
+    for rel in sorted(old.keys() - new.keys()):
+        path = folder / rel
+        if path.is_file() and not path.is_symlink() and _sha256(path) == old[rel]:
+            path.unlink()
+    _write_manifest(folder, new)

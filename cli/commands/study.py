@@ -89,7 +89,16 @@ def run(args: argparse.Namespace) -> int:
         if len(printed) > MAX_FAILURE_LINES:
             print(f"... and {len(printed) - MAX_FAILURE_LINES} more failed cells (column 'error' "
                   f"of {out / 'results.parquet'})", file=sys.stderr)
+    from dmmlkd.studies.diverged import describe
+
+    diverged = describe(results, list(spec.grid))
+    if diverged:  # results, not failures (exit code unchanged), but never silent
+        shown = "; ".join(diverged[:MAX_FAILURE_LINES])
+        more = f" and {len(diverged) - MAX_FAILURE_LINES} more" if len(diverged) > MAX_FAILURE_LINES else ""
+        print(f"dmmlkd study: {len(diverged)} cells diverged (left out of means and figures, "
+              f"listed in report.md): {shown}{more}", file=sys.stderr)
     figures, report = finish_study(out)
-    print(f"study {spec.name!r}: {ran} cells run, {skipped} already done, {failures} failed; "
+    print(f"study {spec.name!r}: {ran} cells run, {skipped} already done, {failures} failed"
+          f"{f', {len(diverged)} diverged' if diverged else ''}; "
           f"{len(results)} rows in {out / 'results.parquet'}, {len(figures)} figures, {report}")
     return 1 if failures else 0
