@@ -35,6 +35,7 @@ DEVICE_FIELDS = frozenset({
     "tx_power_w", "bandwidth_hz", "channel_gain", "model_bits", "noise_psd_w_per_hz",
     "cpu_levels_hz", "comm_time_s",
 })
+TOP_LEVEL_KEYS = frozenset({"problem", "devices"})  # what a problem file holds at its top
 PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline_s")
 _DEFAULTS: dict[str, Any] = {"scope": "device", "tau_min": 1, "tau_max": 20, "delta": 0.1,
                              "mu": 5.0, "epsilon": 1e-3, "deadline_s": None}
@@ -129,6 +130,10 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     head = data.get("problem")
     if not isinstance(head, Mapping):
         raise ProblemError(f"{source}: missing [problem] table")
+    extra = sorted(set(data) - TOP_LEVEL_KEYS, key=str)
+    if extra:  # a typo ("device") or a field outside its table must not be silently ignored
+        raise ProblemError(f"{source}: unknown top-level key {extra[0]!r} (a problem file holds "
+                           f"{', '.join(sorted(TOP_LEVEL_KEYS))})")
     unknown = set(head) - set(PROBLEM_OPTIONS) - {"modalities"}
     if unknown:
         raise ProblemError(f"{source}: unknown field problem.{sorted(unknown)[0]}")

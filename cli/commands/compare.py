@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.views is not None:
         overrides["views"] = [v.strip() for v in args.views.split(",")]
     data = read_toml(args.config, ConfigError) if args.config else {}
+    from dmmlkd.userio.toml import check_tables
+
+    check_tables(data, "train", ("compare",), args.config or "config", ConfigError)
     section = data.get("compare", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{args.config}: [compare] must be a table")
