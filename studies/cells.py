@@ -55,8 +55,8 @@ def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from dmmlkd.bridge.training import run_train
-    from dmmlkd.studies.diverged import diverged_round, run_status, weakest
     from dmmlkd.learner.config import config_from_dict
+    from dmmlkd.studies.diverged import diverged_round, run_status, weakest
 
     config = config_from_dict({**params, "seed": seed}, "study cell")
     with tempfile.TemporaryDirectory(prefix="dmmlkd-cell-") as tmp:

@@ -3,7 +3,8 @@
 ``apply()`` sets the matplotlib/seaborn style; ``save(fig, path)`` writes PNG, PDF and SVG side by
 side; ``label(column)`` is the axis label of a result column with its unit; ``line_styles(names)``
 gives each method its own marker and dash so lines that coincide (exact under heuristic) stay
-visible, ``colours(names)`` its own hue; ``legend_below(fig, axes)`` draws one legend for a figure, outside the data.
+visible, ``colours(names)`` its own hue; ``legend_below(fig, axes)`` draws one legend for a
+figure, outside the data.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def is_stamped(path: Path) -> bool:
     except OSError:
         return False
     found = _STAMP.match(first.decode("utf-8", "replace").rstrip("\n"))
-    return bool(found) and hashlib.sha256(rest).hexdigest() == found.group(1)
+    return found is not None and hashlib.sha256(rest).hexdigest() == found.group(1)
 
 
 def check_replaceable(path: str | os.PathLike[str], force: bool, ours: Callable[[Path], bool],
