@@ -371,6 +371,10 @@ def test_a_write_that_fails_midway_is_one_line_and_leaves_nothing(tmp_path: Path
                   file_limit=100_000)
     assert_one_line_error(proc, str(tmp_path / "p.toml"), "cannot write")
     assert list(tmp_path.iterdir()) == []
+    # A run's folder the same: the whole run, then one line and no half-written folder.
+    proc = dmmlkd(*TRAIN_TINY, "--out", str(tmp_path / "run"), file_limit=2_000)
+    assert_one_line_error(proc, str(tmp_path / "run"), "cannot write the results")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ The rule for every command that writes a folder (``--out DIR``):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -176,13 +177,31 @@ def check_creatable(out: Path) -> None:
     probe_writable(ancestor, out)
 
 
+# Errors of the storage, not of the program: a full disk or quota, a file too large, a
+# file system gone read-only. Said in one line (the staging folder is removed first).
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 @contextmanager
 def atomic_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a staging folder to write into; on success its files become ``out_dir``'s.
 
     On error (or Ctrl-C) the staging folder goes and ``out_dir`` is as it was. The folder is
     checked again here (:func:`check_out_dir`), so a forgotten up-front check still loses nothing.
+    A full disk (or quota, file size limit, read-only remount) while writing is an OutputError.
     """
+    try:
+        with _atomic_dir(out_dir) as tmp:
+            yield tmp
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise OutputError(f"{out_dir}: cannot write the results ({exc.strerror or exc}); "
+                          "nothing was changed") from None
+
+
+@contextmanager
+def _atomic_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     out = check_out_dir(out_dir)
     if out.is_dir():
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
