@@ -33,6 +33,11 @@ __all__ = ["MODALITY_NAMES", "check_generate_options", "generate_problem", "moda
 MAX_CELLS = 50_000_000
 _BYTES_PER_CELL = 400  # drawing and validating a problem: ~40 float arrays of K x M at peak
 
+# Beyond these a generated instance is unrealistic and its numbers leave float range (a speed
+# spread of 400 decades drew speeds of 1e291): refused before drawing.
+MAX_SPREAD_DECADES = 12.0
+MAX_CPU_LEVELS = 1024
+
 MODALITY_NAMES = ("audio", "image", "imu", "text", "depth", "radar", "lidar", "thermal")
 
 
@@ -86,9 +91,11 @@ def generate_problem(
     from dmmlkd.userio import available_memory_bytes
 
     have = available_memory_bytes()
-    if have is not None and devices * modalities * _BYTES_PER_CELL > have:
-        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells need about "
-                           f"{devices * modalities * _BYTES_PER_CELL / 2**30:.1f} GiB, more than "
+    if have is not None and devices * (modalities + cpu_levels) * _BYTES_PER_CELL > have:
+        raise ProblemError(f"devices x (modalities + cpu_levels) = "
+                           f"{devices * (modalities + cpu_levels):,} cells need about "
+                           f"{devices * (modalities + cpu_levels) * _BYTES_PER_CELL / 2**30:.1f}"
+                           " GiB, more than "
                            f"the {have / 2**30:.1f} GiB available: lower devices")
     rng = np.random.default_rng(seed)
     K, M = devices, modalities
@@ -154,13 +161,20 @@ def check_generate_options(devices: int = 10, modalities: int = 4, scope: str = 
 
     A study checks every cell with it before the first cell runs.
     """
+    from dmmlkd.allocator.resources import MAX_COUNT_RANGE
+
     _check_int("devices", devices, 1)
     _check_int("modalities", modalities, 1)
-    _check_int("cpu_levels", cpu_levels, 0)
+    _check_int("cpu_levels", cpu_levels, 0, MAX_CPU_LEVELS)
     _check_int("seed", seed, 0, 2**32 - 1)
-    if devices * modalities > MAX_CELLS:
-        raise ProblemError(f"devices x modalities = {devices * modalities:,} cells is more than "
-                           f"this generator allows ({MAX_CELLS:,}): lower devices")
+    for name, spread in (("speed_spread", speed_spread), ("energy_spread", energy_spread)):
+        if isinstance(spread, (int, float)) and spread > MAX_SPREAD_DECADES:
+            raise ProblemError(f"{name} must be at most {MAX_SPREAD_DECADES:g} decades (got "
+                               f"{spread:g})")
+    if devices * (modalities + cpu_levels) > MAX_CELLS:
+        raise ProblemError(f"devices x (modalities + cpu_levels) = "
+                           f"{devices * (modalities + cpu_levels):,} values is more than this "
+                           f"generator allows ({MAX_CELLS:,}): lower devices or cpu_levels")
     for name, value, low in (("budget_scale", budget_scale, None), ("speed_spread", speed_spread, 0.0),
                              ("energy_spread", energy_spread, 0.0)):
         if value is None:
@@ -181,6 +195,7 @@ def check_generate_options(devices: int = 10, modalities: int = 4, scope: str = 
         check_option(name, options[name], ProblemError)
     if tau_min > tau_max:
         raise ProblemError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
+    _check_int("tau_max", tau_max, tau_min, tau_min + MAX_COUNT_RANGE - 1)  # what solve accepts
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from itertools import chain
 from pathlib import Path
@@ -37,6 +36,7 @@ DEVICE_FIELDS = frozenset({
     "tx_power_w", "bandwidth_hz", "channel_gain", "model_bits", "noise_psd_w_per_hz",
     "cpu_levels_hz", "comm_time_s",
 })
+TOP_LEVEL_KEYS = frozenset({"problem", "devices"})  # what a problem file holds at its top
 PROBLEM_OPTIONS = ("scope", "tau_min", "tau_max", "delta", "mu", "epsilon", "deadline")
 # Old field names: refused with a line naming the new one.
 RENAMED_OPTIONS = {"deadline_s": "deadline"}
@@ -133,6 +133,10 @@ def problem_from_dict(data: Mapping[str, Any], source: str = "problem") -> Probl
     head = data.get("problem")
     if not isinstance(head, Mapping):
         raise ProblemError(f"{source}: missing [problem] table")
+    extra = sorted(set(data) - TOP_LEVEL_KEYS, key=str)
+    if extra:  # a typo ("device") or a field outside its table must not be silently ignored
+        raise ProblemError(f"{source}: unknown top-level key {extra[0]!r} (a problem file holds "
+                           f"{', '.join(sorted(TOP_LEVEL_KEYS))})")
     for old, new in RENAMED_OPTIONS.items():
         if old in head:
             raise ProblemError(f"{source}: problem.{old} is now problem.{new} (seconds)")
@@ -381,17 +385,10 @@ def dumps_problem(problem: Problem, fmt: str = "toml") -> str:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file so that it is either complete or absent (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a file whole or not at all: the project's one atomic writer (userio.atomic)."""
+    from dmmlkd.userio.atomic import atomic_write_text as write
+
+    write(path, text)
 
 
 def write_problem(problem: Problem, path: str | os.PathLike[str], fmt: str | None = None) -> None:

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -130,9 +129,9 @@ def targets(frame: pd.DataFrame) -> list[str]:
 
 def run_cli(args: argparse.Namespace) -> int:
     """`dmmlkd bench learner`: run the sweep, print Markdown, write it to --out (never over a file)."""
-    from dmmlkd.allocator.io import atomic_write_text
     from dmmlkd.studies.spec import StudyError
     from dmmlkd.userio import to_markdown
+    from dmmlkd.userio.owned import write_stamped
 
     try:
         sizes = tuple(int(s) for s in args.learner_sizes.split(","))
@@ -142,8 +141,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if min(sizes) < 2 or args.rounds < 1:
         raise StudyError(f"--learner-sizes need >= 2 devices and --rounds >= 1 (got {sizes}, "
                          f"{args.rounds})")
-    if args.out and Path(args.out).exists():
-        raise StudyError(f"--out {args.out} exists; choose a new file (it is never overwritten)")
+    # --out was checked by `dmmlkd bench` before any work (userio.owned.check_replaceable).
     bench = LearnerBench(sizes=sizes, rounds=args.rounds, seed=args.seed)
     t0 = time.perf_counter()
     frame = run_sizes(bench)
@@ -156,7 +154,7 @@ def run_cli(args: argparse.Namespace) -> int:
         f"(total benchmark time {time.perf_counter() - t0:.0f} s)"])
     print(text)
     if args.out:
-        atomic_write_text(args.out, text + "\n")
+        write_stamped(args.out, text + "\n", "bench", "<!--")
     return 0
 
 

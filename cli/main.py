@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dmmlkd.userio.errors import UserError
 
@@ -30,13 +32,21 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line (the flag and what is wrong), exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dmmlkd",
         description="Resource allocation, learning and sensitivity studies for DMML-KD.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for module_name in COMMANDS.values():
         try:
@@ -59,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dmmlkd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dmmlkd solve ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UserError as exc:  # a user's mistake: one line; anything else is a bug and propagates
         print(f"dmmlkd {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -24,6 +24,7 @@ from dmmlkd.learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_le
 from dmmlkd.learner.errors import ConfigError
 from dmmlkd.userio import read_toml
 from dmmlkd.userio.options import BUDGET_RULES, DEFAULTS, SCOPES, SOLVERS, AllocatorOptions
+from dmmlkd.userio.toml import check_tables
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
 __all__ = ["BUDGET_RULES", "SEED_LIMIT", "SOLVERS", "Rule", "TrainConfig", "check_value",
@@ -414,6 +415,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a TOML config (or defaults) and apply overrides (flags), validated."""
     data: dict[str, Any] = read_toml(path, ConfigError) if path is not None else {}
+    check_tables(data, "train", ("compare",), str(path), ConfigError)  # the file compare reads too
     if "train" in data and isinstance(data["train"], dict):
         data = data["train"]
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}

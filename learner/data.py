@@ -54,6 +54,9 @@ class MultiViewDataset:
         return {v: int(np.prod(shape)) for v, shape in self.shapes.items()}
 
 
+HUGE = 1e100  # above this a view is rescaled before standardising (its squares would overflow)
+
+
 def _stratified_split(labels: NDArray[np.int64], fraction: float,
                       rng: np.random.Generator) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Split positions 0..N-1 into (kept, carved): round(fraction * n_c) of each class carved.
@@ -101,6 +104,11 @@ def _finish(name: str, raw: Mapping[str, NDArray], labels: NDArray, views: tuple
     for v in views:
         x = raw[v].astype(np.float64)
         axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
+        if x.size and np.abs(x).max() > HUGE:
+            # Squares would overflow (values near 1e300 gave inf std and a run at chance):
+            # standardising is scale-free, so divide by each feature's largest magnitude first.
+            scale = np.abs(x[train_idx]).max(axis=axes, keepdims=True)
+            x = x / np.where(scale > 0, scale, 1.0)
         mean = x[train_idx].mean(axis=axes, keepdims=True)
         std = x[train_idx].std(axis=axes, keepdims=True)
         std = np.where(std > 1e-8, std, 1.0)  # constant features stay at zero
@@ -272,6 +280,9 @@ def from_arrays(arrays: Mapping[str, Any], views: Sequence[str] | None = None, s
             raise ConfigError(f"{where}: key {key!r} has {x.shape[0]} samples but 'labels' has {n}")
         if x.dtype.kind not in "iufb":
             raise ConfigError(f"{where}: key {key!r} must hold numbers (got dtype {x.dtype})")
+        if 0 in x.shape[1:]:
+            raise ConfigError(f"{where}: key {key!r} has no features (shape {x.shape}); "
+                              "each sample needs at least one value")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ConfigError(f"{where}: key {key!r} holds NaN or infinite values "
                               f"({int((~np.isfinite(x)).sum())} of {x.size})")

@@ -27,10 +27,13 @@ def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
     if n_devices * min_samples > labels.size:
         # mfeat's 1,600 training samples (1,440 after the default validation split) at
         # min_samples 10 cap it at 160 (144) devices.
+        fits = _largest_min_samples(labels, n_devices, alpha, seed, labels.size // n_devices)
+        lower = f"min_samples = {fits} works for {n_devices} devices" if fits else \
+            "lower min_samples"
         raise ConfigError(
             f"devices={n_devices} need {n_devices * min_samples} samples at {min_samples} each, "
             f"but the training set has {labels.size}: at most {labels.size // max(min_samples, 1)} "
-            f"devices (lower min_samples, or use synthetic data with more n_samples)")
+            f"devices ({lower}, or use synthetic data with more n_samples)")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     for _ in range(max_tries):
@@ -50,6 +53,19 @@ def dirichlet_partition(labels: NDArray[np.int64], n_devices: int, alpha: float,
         f"alpha={alpha} in {max_tries} draws (the training set has {labels.size} samples and "
         f"the draws need slack: mfeat at min_samples 10 works up to 140 devices, 155 with "
         f"val_fraction 0); use fewer devices, a lower min_samples or a larger alpha")
+
+
+def _largest_min_samples(labels: NDArray[np.int64], n_devices: int, alpha: float, seed: int,
+                         start: int, candidates: int = 5) -> int:
+    """The largest min_samples (from ``start`` down, a few tries) this partition reaches, 0 if
+    none: said in the refusal, so the advice is one that works (rounding needs slack)."""
+    for m in range(start, max(start - candidates, 0), -1):
+        try:
+            dirichlet_partition(labels, n_devices, alpha, m, seed, max_tries=200)
+        except ConfigError:
+            continue
+        return m
+    return 0
 
 
 def modality_availability(n_devices: int, views: Sequence[str], mode: str = "all",

@@ -89,6 +89,7 @@ def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     from dmmlkd.bridge.training import run_train
+    from dmmlkd.studies.diverged import diverged_round, run_status, weakest
 
     config = train_config(params, seed)
     with tempfile.TemporaryDirectory(prefix="dmmlkd-cell-") as tmp:
@@ -100,7 +101,9 @@ def train_cell(params: dict[str, Any], seed: int) -> dict[str, Any]:
             if k not in ("modality_accuracy", "dropped_devices", "views", "method", "seed")}
     accs = summary["modality_accuracy"]
     flat.update({f"acc_{v}": a for v, a in accs.items()})
-    flat["weakest_view_accuracy"] = min(accs.values())
+    flat["weakest_view_accuracy"] = weakest(accs.values())
+    flat["status"] = run_status(summary)  # "diverged" (loss NaN/inf) or "ok"
+    flat["diverged_round"] = diverged_round(summary)
     flat["dropped"] = len(summary["dropped_devices"])
     flat[FILES_KEY] = files
     return flat
@@ -112,7 +115,6 @@ def run_cell(kind: str, params: dict[str, Any], seed: int) -> dict[str, Any]:
     try:
         if kind == "train":
             out = train_cell(params, seed)
-            out["status"] = "ok"
         elif kind in ANALYTIC:
             out = analytic_cell(kind, params)
         else:

@@ -15,8 +15,18 @@ import tomli_w
 
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.studies import style
+from dmmlkd.studies.diverged import (
+    STATUS_COLUMNS,
+    describe,
+    diverged_mask,
+    diverged_round,
+    run_status,
+    usable,
+    weakest,
+)
 from dmmlkd.studies.spec import StudyError
 from dmmlkd.userio import atomic_dir, progress, to_markdown
+from dmmlkd.userio.workers import exit_with_parent
 
 DEFAULT_METHODS = ("dpsgd", "dmml-kd", "ogm-ge", "dmml-kd-balance", "random-schedule",
                    "modality-dropout")
@@ -45,21 +55,25 @@ def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Run any list of configurations (one process pool); tables as in `run_comparison`."""
     if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
             outputs = list(_tqdm(pool.map(_one, configs), len(configs), progress))
     else:
         outputs = [_one(c) for c in _tqdm(configs, len(configs), progress)]
     # run: the configuration's position in ``configs`` (two runs may share method and seed).
-    history = pd.concat([o[0].assign(run=i) for i, o in enumerate(outputs)], ignore_index=True)
+    # status: "diverged" for a run whose loss became NaN/inf (kept, shown, never averaged in).
+    history = pd.concat([o[0].assign(run=i, status=run_status(o[2]))
+                         for i, o in enumerate(outputs)], ignore_index=True)
     rows = pd.concat([o[1].assign(run=i) for i, o in enumerate(outputs)], ignore_index=True)
     finals = []
     for cfg, (_, _, summary) in zip(configs, outputs):
         accs = summary["modality_accuracy"]
         finals.append({
-            "method": cfg.method, "seed": cfg.seed, "accuracy": summary["accuracy"],
+            "method": cfg.method, "seed": cfg.seed, "status": run_status(summary),
+            "diverged_round": diverged_round(summary), "accuracy": summary["accuracy"],
             "consensus_accuracy": summary["consensus_accuracy"],
             **{f"acc_{v}": a for v, a in accs.items()},
-            "weakest_view_accuracy": min(accs.values()),
+            "weakest_view_accuracy": weakest(accs.values()),
             **_validation_columns(summary.get("validation")),
             "energy_used_j": summary["energy_used_j"],
             "executed_energy_j": summary["executed_energy_j"],
@@ -78,7 +92,7 @@ def _validation_columns(val: dict[str, Any] | None) -> dict[str, float]:
     accs = val["modality_accuracy"]
     return {"val_accuracy": val["accuracy"], "val_consensus_accuracy": val["consensus_accuracy"],
             **{f"val_acc_{v}": a for v, a in accs.items()},
-            "val_weakest_view_accuracy": min(accs.values())}
+            "val_weakest_view_accuracy": weakest(accs.values())}
 
 
 def _tqdm(it: Any, total: int, enabled: bool) -> Any:
@@ -90,13 +104,26 @@ def _tqdm(it: Any, total: int, enabled: bool) -> Any:
 
 
 def final_table(finals: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per method (strings, for printing)."""
-    cols = [c for c in finals.columns if c not in ("method", "seed", "dropped")]
+    """Mean ± std over seeds per method (strings, for printing).
+
+    Diverged runs are left out of the means: ``seeds`` counts the runs averaged, ``status``
+    says how many diverged and on which seeds.
+    """
+    cols = [c for c in finals.columns
+            if c not in ("method", "seed", "dropped", *STATUS_COLUMNS)]
     out = []
     for method, group in finals.groupby("method", sort=False):
-        row = {"method": method, "seeds": len(group)}
+        good = usable(group)
+        bad = group[diverged_mask(group)]
+        row: dict[str, Any] = {"method": method, "seeds": len(good)}
+        if "status" in finals:
+            row["status"] = "ok" if bad.empty else \
+                f"{len(bad)} diverged (seed {', '.join(str(s) for s in bad['seed'])})"
         for c in cols:
-            mean, std = group[c].mean(), group[c].std(ddof=0)
+            if good.empty:
+                row[c] = "n/a"
+                continue
+            mean, std = good[c].mean(), good[c].std(ddof=0)
             row[c] = f"{mean:.4f} ± {std:.4f}" if "acc" in c else f"{mean:.3g} ± {std:.2g}"
         out.append(row)
     return pd.DataFrame(out)
@@ -117,7 +144,9 @@ def paired_differences(finals: pd.DataFrame, reference: str = "dmml-kd",
 
     if reference not in set(finals["method"]):
         raise StudyError(f"reference method {reference!r} is not among the compared methods")
-    metrics = [c for c in finals.columns if c not in ("method", "seed")
+    # A diverged run has no result: the pairs of its seed are left out (counted in `seeds`).
+    finals = usable(finals)
+    metrics = [c for c in finals.columns if c not in ("method", "seed", *STATUS_COLUMNS)
                and pd.api.types.is_numeric_dtype(finals[c])]
     ref = finals[finals["method"] == reference].set_index("seed")
     out = []
@@ -158,29 +187,51 @@ def paired_table(paired: pd.DataFrame, metrics: tuple[str, ...] = HEADLINE_METRI
 
 
 def plot_comparison(history: pd.DataFrame, rows: pd.DataFrame, out: Path, views: list[str]) -> list[Path]:
-    """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap."""
+    """Accuracy, weakest view and energy left vs round (mean and band over seeds), tau heatmap.
+
+    Paper-ready in the shared style: labelled axes with units, one colour, marker and dash per
+    method, whole-number round ticks, one legend under the panels that says what line and band
+    are. Diverged runs (``status`` column) are left out and counted in the legend title.
+    """
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     plt = style.apply()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    left_out = 0
+    if "status" in history:
+        left_out = int(history.loc[diverged_mask(history), ["method", "seed"]]
+                       .drop_duplicates().shape[0])
+        history = usable(history)
     history = history.copy()
-    acc_cols = [f"acc_{v}" for v in views]
-    weakest = history[acc_cols].mean().idxmin() if acc_cols else None
-    panels = [("consensus_accuracy", "consensus accuracy (all views)"),
-              ("accuracy", "device accuracy (own views)")]
-    if weakest:
-        panels.append((weakest, f"unimodal accuracy of the weakest view ({weakest[4:]})"))
-    panels.append(("energy_left_j", "energy left in all batteries (J)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
-    for ax, (col, title) in zip(np.atleast_1d(axes), panels):
-        sns.lineplot(data=history, x="round", y=col, hue="method", errorbar="sd", ax=ax)
+    acc_cols = [f"acc_{v}" for v in views if f"acc_{v}" in history]
+    weakest_col = history[acc_cols].mean().idxmin() if acc_cols and not history.empty else None
+    panels = [("consensus_accuracy", "consensus model, all views"),
+              ("accuracy", "device models, own views")]
+    if weakest_col:
+        panels.append((weakest_col, f"weakest view ({weakest_col[4:]}) alone"))
+    panels.append(("energy_left_j", "batteries"))
+    methods = style.ordered(history["method"]) if "method" in history else []
+    markers, dashes = style.line_styles(methods)
+    kw: dict[str, Any] = {"hue": "method", "hue_order": methods, "palette": style.colours(methods),
+                          "style": "method", "style_order": methods, "markers": markers,
+                          "dashes": dashes, "markevery": max(1, history["round"].nunique() // 10)
+                          if "round" in history else 1}
+    seeds = history["seed"].nunique() if "seed" in history else 1
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 2.9), squeeze=False)
+    for ax, (col, title) in zip(axes[0], panels):
+        if col in history and not history.empty:
+            sns.lineplot(data=history, x="round", y=col, errorbar="sd", ax=ax, **kw)
         ax.set_title(title)
-        ax.set_xlabel("round")
-        ax.set_ylabel(col.replace("_", " "))
-        if ax is not np.atleast_1d(axes)[-1]:
-            ax.get_legend().remove() if ax.get_legend() else None
+        ax.set_xlabel(style.label("round"))
+        ax.set_ylabel(style.label(col))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
+    caption = f"method (line: mean over {seeds} seed{'s' if seeds != 1 else ''}; band: ± 1 sd)"
+    if left_out:
+        caption += f"; {left_out} diverged run{'s' if left_out != 1 else ''} left out"
+    style.legend_below(fig, axes[0], caption, ncol=min(len(methods), 4) or 1)
     paths.append(style.save(fig, out / "curves.png"))
     balanced = rows[rows["method"] == "dmml-kd-balance"]
     if not balanced.empty:
@@ -212,6 +263,10 @@ def write_comparison(out_dir: Path, base: TrainConfig, methods: list[str], seeds
         rows.to_parquet(tmp / "rows.parquet", index=False)
         finals.to_csv(tmp / "final.csv", index=False)
         table = to_markdown(final_table(finals))
+        gone = describe(finals, ["method"])
+        if gone:
+            table += ("\n\nDiverged runs (loss NaN/inf; left out of the means, the paired "
+                      "differences and the curves):\n\n" + "\n".join(f"- {g}" for g in gone))
         (tmp / "final.md").write_text(table + "\n")
         if paired is not None:
             paired.to_csv(tmp / "paired.csv", index=False)

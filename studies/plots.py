@@ -15,6 +15,7 @@ import pandas as pd
 
 from dmmlkd.studies import style
 from dmmlkd.studies.analysis import analyse
+from dmmlkd.studies.diverged import usable
 from dmmlkd.studies.spec import StudySpec
 
 
@@ -28,10 +29,22 @@ def draw(spec: StudySpec, results: pd.DataFrame, out_dir: Path,
     """Redraw every figure of a study into out_dir/figures; returns the PNG files.
 
     tables: the sensitivity analysis (studies.analysis.analyse) when already computed.
+    Figures an earlier spec drew here and this one does not are removed (only files dmmlkd
+    wrote and nobody changed since: the folder's manifest).
     """
+    from dmmlkd.userio.outputs import keep_only
+
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    ok = results[results["status"] != "error"] if "status" in results else results
+    pngs = _draw(spec, results, fig_dir, tables)
+    keep_only(fig_dir, [f for png in pngs for f in fig_dir.glob(f"{png.stem}.*")
+                        if f.suffix.lstrip(".") in style.FORMATS])
+    return pngs
+
+
+def _draw(spec: StudySpec, results: pd.DataFrame, fig_dir: Path,
+          tables: dict[str, pd.DataFrame] | None) -> list[Path]:
+    ok = usable(results)  # failed and diverged cells have no numbers to draw
     if ok.empty:
         return []
     if spec.kind in ("morris", "sobol"):
@@ -138,6 +151,8 @@ def _train(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
     paths = []
     keys = _numeric_keys(spec)
     cols = ["consensus_accuracy", "weakest_view_accuracy", "energy_used_j"]
+    if not keys:  # only names swept (e.g. method): one marker per name, mean ± sd over seeds
+        return _train_by_name(df, spec, cols, fig_dir)
     kw = _style_kwargs(df, "method")
     rows = keys[1:2] if len(keys) == 2 else [None]
     for key in keys[:1] if len(keys) == 2 else keys:
@@ -159,6 +174,39 @@ def _train(df: pd.DataFrame, spec: StudySpec, fig_dir: Path) -> list[Path]:
         name = "train_facets.png" if rows[0] else f"train_vs_{key}.png"
         paths.append(style.save(fig, fig_dir / name))
     return paths
+
+
+def _train_by_name(df: pd.DataFrame, spec: StudySpec, cols: list[str],
+                   fig_dir: Path) -> list[Path]:
+    """A train study sweeping only categorical options: each output per value of the first."""
+    key = next((k for k, v in spec.grid.items() if len(v) > 1 and k in df), None)
+    if key is None:
+        return []
+    plt = style.apply()
+    names = style.ordered(df[key])
+    markers, _ = style.line_styles(names)
+    colours = style.colours(names)
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.4 * len(cols), 3.0), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        if col not in df:
+            continue
+        grouped = df.groupby(key, sort=False)[col]
+        stats = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=0),
+                              "count": grouped.count()}).reindex(names)
+        for i, name in enumerate(names):
+            ax.errorbar([i], [stats.loc[name, "mean"]],
+                        yerr=[0.0 if stats.loc[name, "count"] < 2 else stats.loc[name, "std"]],
+                        fmt=markers[name], color=colours[name], capsize=4, markersize=7,
+                        label=str(name))
+        ax.set_xticks(range(len(names)), [str(n) for n in names], rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel(style.label(key))
+        ax.set_ylabel(style.label(col))
+    fig.tight_layout()
+    seeds = df["seed"].nunique() if "seed" in df else 1
+    style.legend_below(fig, axes[0], f"{style.label(key)} (marker: mean over {seeds} seeds; "
+                       "bar: ± 1 sd)", ncol=4)
+    return [style.save(fig, fig_dir / f"train_by_{key}.png")]
 
 
 def _panels(n: int, width: float = 3.6, height: float = 3.0) -> tuple[Any, np.ndarray]:

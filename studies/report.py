@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from dmmlkd.studies.analysis import analyse
+from dmmlkd.studies.diverged import describe, diverged_mask, usable
 from dmmlkd.studies.spec import StudySpec
 from dmmlkd.userio import atomic_write, atomic_write_text, to_markdown
 
@@ -78,11 +79,17 @@ def results_table(spec: StudySpec, results: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in spec.grid if k in ok]
     if ok.empty or not outputs:
         return pd.DataFrame()
+    any_diverged = bool(diverged_mask(ok).any())
     groups = ok.groupby(keys, sort=False) if keys else [((), ok)]
     rows = []
     for key, part in groups:
         values = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys, values))
+        if any_diverged:  # diverged seeds are counted here and left out of the means
+            bad = part[diverged_mask(part)]
+            row["status"] = "ok" if bad.empty else \
+                f"{len(bad)} diverged (seed {', '.join(str(s) for s in bad['seed'])})"
+        part = usable(part)
         row["seeds"] = len(part)
         for c in outputs:
             mean, sd = part[c].mean(), part[c].std(ddof=0)
@@ -106,8 +113,11 @@ def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.Da
     """DIR/report.md: what was run, what came out, where the figures are."""
 
     failed = int((results["status"] == "error").sum()) if "status" in results else 0
+    diverged = describe(results, list(spec.grid))
     lines = [f"# Study `{spec.name}` ({spec.kind})", "",
-             f"{len(results)} cells ({failed} failed), seeds {spec.seeds}; model: {spec.model}. "
+             f"{len(results)} cells ({failed} failed"
+             f"{f', {len(diverged)} diverged' if diverged else ''}), seeds {spec.seeds}; "
+             f"model: {spec.model}. "
              "Data: `results.parquet` (one row per cell), journal `cells.jsonl`.", "",
              "## Spec", "", "```toml", compact_toml(spec.raw), "```", ""]
     if spec.kind in ("morris", "sobol"):
@@ -122,6 +132,9 @@ def write_report(spec: StudySpec, results: pd.DataFrame, tables: dict[str, pd.Da
         table = results_table(spec, results)
         lines += ["## Results", "", "Mean ± sd over seeds.", ""]
     lines += [to_markdown(table, ".3g") if not table.empty else "(no successful cell yet)", ""]
+    if diverged:
+        lines += ["## Diverged cells", "", "Training loss became NaN/inf: these cells are left "
+                  "out of the means and the figures.", ""] + [f"- {d}" for d in diverged] + [""]
     if failed:
         errors = results.loc[results["status"] == "error", "error"].value_counts()
         lines += ["## Failed cells", ""] + [f"- {n} × {msg}" for msg, n in errors.items()] + [""]

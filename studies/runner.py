@@ -26,8 +26,9 @@ import tomli_w
 
 from dmmlkd.studies.cells import FILES_KEY, run_cell, write_files
 from dmmlkd.studies.spec import Cell, StudyError, StudySpec, check_cells, parse_spec
-from dmmlkd.userio import atomic_write, atomic_write_text, read_toml
+from dmmlkd.userio import atomic_write, atomic_write_text, loads_toml, read_toml
 from dmmlkd.userio import progress as progress_bar
+from dmmlkd.userio.workers import exit_with_parent
 
 STOP_AFTER_ENV = "DMMLKD_STUDY_STOP_AFTER"  # test hook: simulate Ctrl-C after N new cells
 PROGRESS_EVERY_S = 5.0  # a plain progress line this often when stderr is not a terminal
@@ -40,16 +41,34 @@ class StudyTerminated(KeyboardInterrupt):
 
 
 def read_journal(out_dir: Path) -> list[dict[str, Any]]:
-    """Finished cells from the journal (a torn last line from a crash is ignored)."""
+    """Finished cells from the journal (a torn last line from a crash is ignored).
+
+    Any other line that is not a cell record (binary, not JSON, not an object, no ``cell_id``)
+    is a StudyError naming the line: a damaged journal is said, never half-read.
+    """
     path = out_dir / "cells.jsonl"
     if not path.exists():
         return []
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    # The last piece is b"" after a final newline, or else a record cut by a crash: ignored.
+    lines = data.split(b"\n")[:-1]
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("cell_id"), str):
+            what = "not JSON text" if row is None else \
+                "not a JSON object" if not isinstance(row, dict) else "has no cell_id"
+            raise StudyError(f"{path}: line {number} is not a cell record ({what}); remove that "
+                             "line (its cell runs again) or choose another --out")
+        rows.append(row)
     return rows
 
 
@@ -91,8 +110,24 @@ def write_results(spec: StudySpec, out_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def is_study_folder(out_dir: Path) -> bool:
+    """``out_dir`` holds a study dmmlkd ran: its lock file and a ``spec.toml`` holding exactly
+    the bytes the runner writes (a user's own spec, with comments or its own layout, is not)."""
+    stored = out_dir / "spec.toml"
+    if not (out_dir / ".lock").is_file() or stored.is_symlink() or not stored.is_file():
+        return False
+    try:
+        text = stored.read_text(encoding="utf-8")
+        return tomli_w.dumps(loads_toml(text, str(stored), ValueError)) == text
+    except (OSError, ValueError):  # unreadable, not UTF-8, not TOML
+        return False
+
+
 def _check_spec(spec: StudySpec, out_dir: Path, force: bool) -> None:
     stored = out_dir / "spec.toml"
+    if (stored.exists() or stored.is_symlink()) and not is_study_folder(out_dir):
+        raise StudyError(f"{out_dir}: its spec.toml was not written by dmmlkd study; choose a new "
+                         "or empty --out (nothing was changed)")
     if stored.exists():
         try:
             same = parse_spec(read_toml(stored, StudyError), str(stored)).identity() \
@@ -177,7 +212,8 @@ def _executor(jobs: int, cluster: str | None) -> Iterator[Executor | None]:
     if jobs <= 1:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
     try:
         yield pool
     except BaseException:
@@ -193,7 +229,11 @@ def _executor(jobs: int, cluster: str | None) -> Iterator[Executor | None]:
 def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
     """A Dask client's executor: a LocalCluster of `jobs` processes, or a running scheduler."""
     import logging
+    import re
 
+    if cluster != "local" and not re.fullmatch(r"([a-z][a-z0-9+]*://)?[^\s/:]+:\d{1,5}", cluster):
+        raise StudyError(f"--cluster must be 'local' or a scheduler address such as "
+                         f"tcp://host:8786 (got {cluster!r})")
     from dask.distributed import Client, LocalCluster
 
     local = None
@@ -204,7 +244,7 @@ def _dask_executor(cluster: str, jobs: int) -> Iterator[Executor]:
             client = Client(local)
         else:
             client = Client(cluster, timeout="10s")
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # unreachable, refused, malformed
         if local is not None:
             local.close()
         raise StudyError(f"cannot reach the Dask scheduler at {cluster!r} ({exc})") from None
@@ -237,7 +277,7 @@ def run_study(spec: StudySpec, out_dir: Path, jobs: int | None = None, force: bo
             cells = spec.cells()
             todo = [c for c in cells if c.id not in done]
             ran = _run_cells(spec, todo, out_dir, executor, progress, on_failure)
-    frame = pd.read_parquet(out_dir / "results.parquet")
+    frame = read_table(out_dir / "results.parquet")
     failures = int((frame.get("status", pd.Series(dtype=str)) == "error").sum())
     return ran, len(cells) - len(todo), failures
 
@@ -307,4 +347,14 @@ def load_study(out_dir: Path) -> tuple[StudySpec, pd.DataFrame]:
     if not (out_dir / "spec.toml").exists() or not (out_dir / "results.parquet").exists():
         raise StudyError(f"{out_dir}: not a study folder (no spec.toml/results.parquet)")
     spec = parse_spec(read_toml(out_dir / "spec.toml", StudyError), str(out_dir))
-    return spec, pd.read_parquet(out_dir / "results.parquet")
+    return spec, read_table(out_dir / "results.parquet")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet table of ours; StudyError naming the file when it is damaged or unreadable."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types; each is one line here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StudyError(f"{path}: cannot read this table ({reason}); rerun the command that "
+                         "wrote it") from None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dmmlkd.studies.cells import GENERATE_KEYS, SOLVER_KEYS
+from dmmlkd.studies.limits import MAX_JOBS, MAX_SEEDS, check_study_size
 from dmmlkd.userio.errors import UserError
 
 KINDS = ("solve", "train", "morris", "sobol")
@@ -200,16 +201,18 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
         raise StudyError(f"{source}: study.kind must be one of {', '.join(KINDS)} (got {kind!r})")
     seeds = study.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise StudyError(f"{source}: study.seeds must be a positive count or a list")
+        if not 1 <= seeds <= MAX_SEEDS:  # checked before list(range(seeds)) takes the memory
+            raise StudyError(f"{source}: study.seeds must be a count in [1, {MAX_SEEDS}] or a "
+                             f"list (got {seeds})")
         seeds = list(range(seeds))
     if (not isinstance(seeds, list) or not seeds
             or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32
                        for s in seeds)):
         raise StudyError(f"{source}: study.seeds must be a list of integers in [0, 2**32)")
     jobs = study.get("jobs", 1)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise StudyError(f"{source}: study.jobs must be a positive integer")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise StudyError(f"{source}: study.jobs must be an integer in [1, {MAX_JOBS}] (got "
+                         f"{jobs!r})")
     cluster = study.get("cluster")
     if cluster is not None and (not isinstance(cluster, str) or not cluster.strip()):
         raise StudyError(f"{source}: study.cluster must be \"local\" or a scheduler address")
@@ -235,6 +238,13 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> StudySpec:
             raise StudyError(f"{source}: grid.{key} must be a non-empty list")
     if kind in SENSITIVITY_KINDS and grid:
         raise StudyError(f"{source}: a {kind} study takes [{kind}.ranges], not [grid]")
+    both = sorted(set(base) & set(grid))
+    if both:
+        raise StudyError(f"{source}: {both[0]!r} is in both [base] and [grid]; keep it in one "
+                         "(the grid would silently override the base)")
+    if len(seeds) > MAX_SEEDS:
+        raise StudyError(f"{source}: study.seeds lists {len(seeds)} seeds (at most {MAX_SEEDS})")
+    check_study_size(kind, len(seeds), grid, sensitivity, source, StudyError)
     return StudySpec(str(study.get("name", "study")), kind, seeds, jobs, base, grid,
                      sensitivity if kind == "morris" else {}, data,
                      sensitivity if kind == "sobol" else {}, cluster, source)

@@ -3,7 +3,8 @@
 ``apply()`` sets the matplotlib/seaborn style; ``save(fig, path)`` writes PNG, PDF and SVG side by
 side; ``label(column)`` is the axis label of a result column with its unit; ``line_styles(names)``
 gives each method its own marker and dash so lines that coincide (exact under heuristic) stay
-visible; ``legend_below(fig, axes)`` draws one legend for a figure, outside the data.
+visible, ``colours(names)`` its own hue; ``legend_below(fig, axes)`` draws one legend for a
+figure, outside the data.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def apply() -> Any:
 
 def label(column: str) -> str:
     """Axis label (symbol and unit) of a column; its name with spaces when unknown."""
+    if column not in LABELS and column.startswith("acc_"):  # one column per view of the data
+        return f"unimodal accuracy of view {column[4:]}"
     return LABELS.get(column, column.replace("_", " "))
 
 
@@ -98,6 +101,19 @@ def ordered(names: Iterable[Any]) -> list[Any]:
     names = list(dict.fromkeys(names))
     known = [m for m in METHOD_ORDER if m in names]
     return known + [n for n in names if n not in known]
+
+
+# Colour-blind palette indices in an order where neighbours differ in hue (blue, orange, green,
+# pink, grey, sky blue, vermillion, brown): three methods never come out in three oranges.
+_COLOUR_ORDER = (0, 1, 2, 4, 7, 9, 3, 5, 8, 6)
+
+
+def colours(names: Sequence[Any]) -> dict[Any, Any]:
+    """One distinct colour per name (the colour-blind palette, hues spread apart)."""
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", 10)
+    return {n: palette[_COLOUR_ORDER[i % len(_COLOUR_ORDER)]] for i, n in enumerate(names)}
 
 
 def line_styles(names: Sequence[Any]) -> tuple[dict[Any, str], dict[Any, Any]]:

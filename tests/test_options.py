@@ -227,7 +227,7 @@ def test_bad_cell_value_refused_before_any_cell(tmp_path: Path, table: str, line
     spec = tmp_path / "spec.toml"
     grid = line if table == "grid" else "alpha = [1.0, 2.0]"
     base = line if table == "base" else ""
-    if field == "devices" and table == "base":
+    if field == "devices":  # a key stands in [base] or [grid], never both
         spec.write_text(TRAIN_SPEC.replace("devices = 3\n", "").format(base=base, grid=grid))
     else:
         spec.write_text(TRAIN_SPEC.format(base=base, grid=grid))

@@ -225,7 +225,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
         tmp.write_text("half")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="disk full"):  # one line for the user, not a traceback
         atomic_write(path, broken)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.parquet"]
 

@@ -48,9 +48,25 @@ solver = ["heuristic", "uniform"]
 """
 
 
-# Half the cells valid but failing when solved: 1,000,000 counts per modality exceed the
-# solvers' limit (allocator.resources.MAX_COUNT_RANGE), found only at solve time.
-FAILING_AT_RUN_TIME = "budget_scale = [1.0]\ntau_max = [20, 1000000]"
+# Half the cells valid but failing when run: 60 devices need more samples than the synthetic
+# training set holds (10 each), found only when the cell partitions its data.
+FAILING_AT_RUN_TIME = """
+[study]
+name = "failing"
+kind = "train"
+seeds = [0, 1]
+jobs = 1
+
+[base]
+dataset = "synthetic"
+n_samples = 120
+rounds = 1
+local_iters = 1
+
+[grid]
+devices = [2, 60]
+lr = [0.05, 0.1]
+"""
 
 
 @pytest.fixture
@@ -117,16 +133,16 @@ def test_failing_cell_is_recorded_printed_and_exit_1(cli, tmp_path: Path) -> Non
     spec = tmp_path / "s.toml"
     # Valid options that fail only when solved (too many counts to enumerate): a bad option
     # value is refused before any cell runs (test_bad_cell_value_refused_before_any_cell).
-    spec.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", FAILING_AT_RUN_TIME))
+    spec.write_text(FAILING_AT_RUN_TIME)
     out = tmp_path / "out"
     run = dmmlkd("study", str(spec), "--out", str(out))
     assert run.returncode == 1
     results = pd.read_parquet(out / "results.parquet")
     errors = results[results["status"] == "error"]
-    assert len(errors) == 4 and errors["error"].str.contains("tau_max").all()
-    assert (results[results["status"] != "error"]["tau_max"] == 20).all()
+    assert len(errors) == 4 and errors["error"].str.contains("devices=60").all()
+    assert (results[results["status"] != "error"]["devices"] == 2).all()
     failed = [line for line in run.stderr.splitlines() if " failed: " in line]
-    assert len(failed) == 4 and all("tau_max=1000000" in line for line in failed)
+    assert len(failed) == 4 and all("devices=60" in line for line in failed)
     assert {line.split()[1] for line in failed} == set(errors["cell_id"])
     assert "Traceback" not in run.stderr
     assert "\r" not in run.stderr  # stderr is a pipe: no bar redraws
@@ -154,7 +170,7 @@ def test_progress_lines_when_stderr_is_not_a_terminal(cli, spec_file: Path, tmp_
     from dmmlkd.studies import runner
 
     monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # a line per cell, not per 5 s
-    spec_file.write_text(SPEC.replace("budget_scale = [0.5, 1.0, 2.0]", FAILING_AT_RUN_TIME))
+    spec_file.write_text(FAILING_AT_RUN_TIME)
     code, _, err = cli("study", str(spec_file), "--out", str(tmp_path / "out"))
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("cells: ")]

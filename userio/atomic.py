@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,15 +54,47 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         mode = path.stat().st_mode & 0o7777 if path.is_file() else file_mode()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, file too large, quota, a mount gone read-only
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc}); the old file, if "
+                          "any, is unchanged") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def check_free_space(folder: str | os.PathLike[str], needed: int, what: str) -> None:
+    """OutputError when the file system of ``folder`` has less than ``needed`` bytes free.
+
+    Checked before writing (and, where the size is known in advance, before the work), so a
+    full disk is one line naming the place, not a traceback after the run.
+    """
+    place = Path(folder)
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        return  # cannot tell: the write itself will say so
+    if needed > free:
+        raise OutputError(f"{what}: needs about {_size(needed)}, {place} has {_size(free)} free")
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text so that ``path`` is either complete or untouched (temp file + rename)."""
 
+    data = text.encode("utf-8")
+    check_free_space(Path(path).absolute().parent, len(data), str(path))
+
     def write(tmp: Path) -> None:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
 
     atomic_write(path, write)

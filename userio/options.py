@@ -87,8 +87,8 @@ def check_option(name: str, value: Any, error: type[Exception] = UserError) -> A
     elif name == "time_limit":
         if value is not None:
             number = _number(name, value, error)
-            if not number > 0:  # nan included; inf means no limit
-                raise error(f"time_limit must be > 0 (got {value})")
+            if not 0 < number < math.inf:  # nan and inf too: no limit is None (flag: omit it)
+                raise error(f"time_limit must be a finite number > 0 (got {value})")
     elif name == "mip_gap":
         number = _number(name, value, error)
         if not 0 <= number < 1:

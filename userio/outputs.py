@@ -14,6 +14,7 @@ The rule for every command that writes a folder (``--out DIR``):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -53,6 +54,8 @@ def _listing(folder: Path) -> dict[str, str]:
 
 def _read_manifest(folder: Path) -> dict[str, str] | None:
     """The files our manifest in ``folder`` lists (None: no readable manifest of ours)."""
+    if (folder / MANIFEST).is_symlink():
+        return None
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -60,7 +63,26 @@ def _read_manifest(folder: Path) -> dict[str, str] | None:
     files = data.get("files") if isinstance(data, dict) and data.get("written_by") == "dmmlkd" else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         return None
+    if not all(_inside(folder, k) for k in files):
+        return None  # an entry leaving the folder: whoever wrote it, the folder is not ours
     return {str(k): v for k, v in files.items()}
+
+
+def _inside(folder: Path, rel: object) -> bool:
+    """``rel`` names a place inside ``folder``: a plain relative POSIX path (no ``..``, not
+    absolute, no backslash or NUL) whose folders on disk are real folders, not symlinks that
+    could lead elsewhere."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return False
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or ":" in parts[0]:
+        return False
+    here = folder
+    for part in parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            return False
+    return True
 
 
 def _write_manifest(folder: Path, files: dict[str, str]) -> None:
@@ -74,6 +96,10 @@ def _foreign(folder: Path) -> list[str]:
     entries = sorted(p.name for p in folder.iterdir()
                      if p.name != MANIFEST and not p.name.startswith(STAGING_PREFIX))
     if ours is None:
+        if (folder / MANIFEST).exists() or (folder / MANIFEST).is_symlink():
+            # A manifest we cannot trust (not ours, unreadable, or naming places outside the
+            # folder) must never decide what is deleted: the folder is not ours.
+            entries = [f"{MANIFEST} (not a manifest dmmlkd wrote)", *entries]
         return entries[:_SHOWN]
     our_dirs = {Path(rel).parents[i].as_posix() for rel in ours
                 for i in range(len(Path(rel).parents) - 1)}
@@ -151,13 +177,31 @@ def check_creatable(out: Path) -> None:
     probe_writable(ancestor, out)
 
 
+# Errors of the storage, not of the program: a full disk or quota, a file too large, a
+# file system gone read-only. Said in one line (the staging folder is removed first).
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
 @contextmanager
 def atomic_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a staging folder to write into; on success its files become ``out_dir``'s.
 
     On error (or Ctrl-C) the staging folder goes and ``out_dir`` is as it was. The folder is
     checked again here (:func:`check_out_dir`), so a forgotten up-front check still loses nothing.
+    A full disk (or quota, file size limit, read-only remount) while writing is an OutputError.
     """
+    try:
+        with _atomic_dir(out_dir) as tmp:
+            yield tmp
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise OutputError(f"{out_dir}: cannot write the results ({exc.strerror or exc}); "
+                          "nothing was changed") from None
+
+
+@contextmanager
+def _atomic_dir(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     out = check_out_dir(out_dir)
     if out.is_dir():
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
@@ -219,3 +263,20 @@ def _install(staging: Path, out: Path) -> None:
                 break
             parent.rmdir()
     _write_manifest(out, new)
+
+
+def keep_only(folder: str | os.PathLike[str], written: list[Path]) -> None:
+    """After dmmlkd (re)wrote ``written`` in ``folder`` (a study's figures): remove the files it
+    wrote there before and did not write now (a changed spec's old figures), then list the new.
+
+    Only files our manifest lists, unchanged since, are removed; anything else stays.
+    """
+    folder = Path(folder)
+    old = _read_manifest(folder) or {}
+    new = {Path(p).absolute().relative_to(folder.absolute()).as_posix(): _sha256(Path(p))
+           for p in written}
+    for rel in sorted(old.keys() - new.keys()):
+        path = folder / rel
+        if path.is_file() and not path.is_symlink() and _sha256(path) == old[rel]:
+            path.unlink()
+    _write_manifest(folder, new)

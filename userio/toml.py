@@ -33,3 +33,20 @@ def read_toml(path: str | os.PathLike[str], error: type[Exception]) -> dict[str,
     except OSError as exc:
         raise error(f"{p}: cannot read ({exc.strerror or exc})") from None
     return loads_toml(text, str(p), error)
+
+
+def check_tables(data: dict[str, Any], main: str, others: tuple[str, ...], source: str,
+                 error: type[Exception]) -> None:
+    """When ``data`` has a ``[main]`` table, everything beside it must be one of the ``others``
+    tables: ``error`` names the first unknown table (a typo like ``[comapre]`` would otherwise
+    be ignored) or a bare option that belongs in ``[main]``. Without ``[main]`` the options sit
+    at the top level and the caller's own check names unknown keys."""
+    if not isinstance(data.get(main), dict):
+        return
+    for key, value in data.items():
+        if key == main or (key in others and isinstance(value, dict)):
+            continue
+        if isinstance(value, dict):
+            raise error(f"{source}: unknown table [{key}] (known: "
+                        f"{', '.join(f'[{k}]' for k in (main, *others))})")
+        raise error(f"{source}: option {key!r} is outside a table; put it in [{main}]")

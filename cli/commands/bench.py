@@ -27,7 +27,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="largest device count for the network scope")
     p.add_argument("--no-targets", action="store_true",
                    help="skip the end-to-end CLI target checks")
-    p.add_argument("--out", default=None, help="write the results as Markdown here")
+    p.add_argument("--out", default=None, help="write the results as Markdown here (checked "
+                   "before the benchmark runs; an existing file only if dmmlkd wrote it)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out file that dmmlkd did not write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
                    help="allocator: N CPU levels per device (the time/frequency model)")
@@ -47,11 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.seed < 2**32:
         raise ProblemError(f"--seed must be in [0, 2**32 - 1] (got {args.seed})")
+    if args.out:
+        from dmmlkd.userio.atomic import check_free_space
+        from dmmlkd.userio.owned import check_replaceable, is_stamped
+
+        out = check_replaceable(args.out, args.force, is_stamped)
+        # The tables are a few KiB: a disk without 1 MiB free is said now, not after the run.
+        check_free_space(out.absolute().parent, 1 << 20, str(out))
     if args.target == "learner":
         from dmmlkd.benchmarks.bench_learner import run_cli as run_learner_bench
 
         return run_learner_bench(args)
-    from dmmlkd.allocator.io import atomic_write_text
     from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench
     from dmmlkd.userio import to_markdown
 
@@ -69,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ProblemError(f"--modalities must be >= 1 (got {args.modalities})")
     if not args.time_limit > 0 or args.time_limit == float("inf"):
         raise ProblemError(f"--time-limit must be a finite number > 0 (got {args.time_limit})")
+    for flag, value in (("--exact-max", args.exact_max), ("--network-max", args.network_max)):
+        if value < 0:
+            raise ProblemError(f"{flag} must be a device count >= 0 (got {value})")
     config = BenchConfig(
         sizes=sizes, scopes=scopes, modalities=args.modalities, time_limit=args.time_limit,
         exact_max_devices={"device": args.exact_max, "network": args.exact_max},
@@ -97,5 +109,7 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join(parts)
     print(text)
     if args.out:
-        atomic_write_text(args.out, text + "\n")
+        from dmmlkd.userio.owned import write_stamped
+
+        write_stamped(args.out, text + "\n", "bench", "<!--")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = config_overrides(args)
     data = read_toml(args.config, ConfigError) if args.config else {}
+    from dmmlkd.userio.toml import check_tables
+
+    check_tables(data, "train", ("compare",), args.config or "config", ConfigError)
     section = data.get("compare", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{args.config}: [compare] must be a table")
@@ -121,4 +125,10 @@ def run(args: argparse.Namespace) -> int:
                              reference)
     print(f"{len(options.methods)} methods x {len(options.seeds)} seeds, results in {args.out}/\n")
     print(table)
+    from dmmlkd.studies.diverged import describe
+
+    gone = describe(finals, ["method"])
+    if gone:  # said on stderr too: a script reading only the exit code and stderr sees it
+        print(f"dmmlkd compare: {len(gone)} of {len(finals)} runs diverged and are left out of "
+              f"the means: {'; '.join(gone)}", file=sys.stderr)
     return 0

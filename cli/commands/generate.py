@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from dmmlkd.cli.options import DeprecatedAlias
@@ -48,15 +49,32 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2**32 - 1]")
     p.add_argument("--format", choices=["toml", "json"], default=None,
                    help="default: from --out's suffix, else toml")
-    p.add_argument("--out", default=None, help="file to write (default: stdout)")
+    p.add_argument("--out", default=None, help="file to write (default: stdout); an existing "
+                   "file is replaced only if dmmlkd wrote it, unchanged")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out file that dmmlkd did not write")
     return p
+
+
+def written_by_dmmlkd(path: Path) -> bool:
+    """The file reads as a problem and holds exactly the bytes `generate` writes for it."""
+    from dmmlkd.allocator.io import dumps_problem, read_problem
+
+    fmt = "json" if path.suffix.lower() == ".json" else "toml"
+    try:
+        return dumps_problem(read_problem(path), fmt) == path.read_text(encoding="utf-8")
+    except (ValueError, OSError):  # not a problem file (ProblemError is a ValueError), unreadable
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write."""
     from dmmlkd.allocator import generate_problem
     from dmmlkd.allocator.io import atomic_write_text, dumps_problem
+    from dmmlkd.userio.owned import check_replaceable
 
+    if args.out:
+        check_replaceable(args.out, args.force, written_by_dmmlkd)
     problem = generate_problem(
         devices=args.devices, modalities=args.modalities, scope=args.scope,
         budget_scale=args.budget_scale, missing_rate=args.missing_rate, seed=args.seed,

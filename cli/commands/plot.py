@@ -30,12 +30,11 @@ def run(args: argparse.Namespace) -> int:
         print(report)
         return 0
     if (folder / "history.parquet").exists() and (folder / "rows.parquet").exists():
-        import pandas as pd
-
         from dmmlkd.studies.compare import plot_comparison
+        from dmmlkd.studies.runner import read_table
 
-        history = pd.read_parquet(folder / "history.parquet")
-        rows = pd.read_parquet(folder / "rows.parquet")
+        history = read_table(folder / "history.parquet")
+        rows = read_table(folder / "rows.parquet")
         views = [c[4:] for c in history.columns if c.startswith("acc_")]
         from dmmlkd.userio.outputs import record_written
 

@@ -32,6 +32,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def check_study_out(out: Path) -> None:
     """Refuse an --out that is a file, a folder of someone else's files, or not writable."""
+    from dmmlkd.studies.runner import is_study_folder
     from dmmlkd.studies.spec import StudyError
     from dmmlkd.userio import check_creatable, probe_writable
 
@@ -42,9 +43,9 @@ def check_study_out(out: Path) -> None:
         # lock and temporary files (a study starting there now must meet the lock, not this).
         foreign = [p.name for p in out.iterdir()
                    if p.name not in (".lock", "cells.jsonl") and not p.name.endswith(".tmp")]
-        if foreign and not (out / "spec.toml").is_file():
-            raise StudyError(f"{out}: holds files but no study (no spec.toml); choose a new or "
-                             "empty --out (nothing was changed)")
+        if foreign and not is_study_folder(out):
+            raise StudyError(f"{out}: holds files but no study dmmlkd ran (its spec.toml and "
+                             ".lock); choose a new or empty --out (nothing was changed)")
         probe_writable(out, out)
         return
     check_creatable(out)
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, base=config_overrides(args))
     if args.jobs is not None:
-        check_value("jobs", args.jobs, Rule("worker processes", low=1, high=1024))
+        from dmmlkd.studies.limits import MAX_JOBS
+
+        check_value("jobs", args.jobs, Rule("worker processes", low=1, high=MAX_JOBS))
     out = Path(args.out)
     check_study_out(out)
     printed: set[str] = set()
@@ -91,7 +94,16 @@ def run(args: argparse.Namespace) -> int:
         if len(printed) > MAX_FAILURE_LINES:
             print(f"... and {len(printed) - MAX_FAILURE_LINES} more failed cells (column 'error' "
                   f"of {out / 'results.parquet'})", file=sys.stderr)
+    from dmmlkd.studies.diverged import describe
+
+    diverged = describe(results, list(spec.grid))
+    if diverged:  # results, not failures (exit code unchanged), but never silent
+        shown = "; ".join(diverged[:MAX_FAILURE_LINES])
+        more = f" and {len(diverged) - MAX_FAILURE_LINES} more" if len(diverged) > MAX_FAILURE_LINES else ""
+        print(f"dmmlkd study: {len(diverged)} cells diverged (left out of means and figures, "
+              f"listed in report.md): {shown}{more}", file=sys.stderr)
     figures, report = finish_study(out)
-    print(f"study {spec.name!r}: {ran} cells run, {skipped} already done, {failures} failed; "
+    print(f"study {spec.name!r}: {ran} cells run, {skipped} already done, {failures} failed"
+          f"{f', {len(diverged)} diverged' if diverged else ''}; "
           f"{len(results)} rows in {out / 'results.parquet'}, {len(figures)} figures, {report}")
     return 1 if failures else 0
