@@ -29,6 +29,10 @@ from dmmlkd.metrics.energy import (
 )
 
 SCOPES = ("device", "network")
+# Relative widening of the energy and time caps behind every certificate (bound): far above the
+# float rounding of a cost (~1e-16) and far below the stated 1e-9 tolerance, so a bound computed
+# under the widened caps is a bound of the problem as stated (docs/formulation.md, "Exactness").
+CERTIFICATE_RELAX = 1e-12
 
 
 @dataclass(frozen=True)
@@ -375,11 +379,21 @@ class Problem:
         return OperatingPoint(level, f, cycles, times[rows, level],
                               self.capacitance * f**2 * cycles)
 
-    def level_caps(self) -> LevelCaps:
+    def level_caps(self, relax: float = 0.0) -> LevelCaps:
         """Energy multipliers and compute caps per device and level (see `LevelCaps`).
 
         Without levels: one column, multiplier 1, cap = budget left after communication.
+        ``relax`` scales every cap by (1 + relax): a small positive value gives caps that no
+        table feasible by the problem's own arithmetic can exceed through float rounding (for
+        bounds, `CERTIFICATE_RELAX`); a negative one, caps every table under which is feasible.
         """
+        caps = self._level_caps()
+        if relax:
+            caps = LevelCaps(caps.scale, np.where(np.isfinite(caps.cap),
+                                                  caps.cap + relax * np.abs(caps.cap), caps.cap))
+        return caps
+
+    def _level_caps(self) -> LevelCaps:
         energy_room = budget_limit_j(self.budget) - self.comm_energy
         if self.cpu_levels_hz is None:
             return LevelCaps(np.ones((self.n_devices, 1)), energy_room[:, None])

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linprog
 
-from dmmlkd.allocator.problem import Problem
+from dmmlkd.allocator.problem import CERTIFICATE_RELAX, Problem
 from dmmlkd.allocator.result import Allocation, evaluate
 
 _MAX_CUTS = 60
@@ -53,7 +53,8 @@ def device_subproblems(
     ``unit_price[m]`` is the value of one unit of v * tau on modality m (pi_m / n_m). With CPU
     levels each device takes its best level (the maximum of the per-level relaxations).
     """
-    caps = problem.level_caps()
+    # Widened caps: no table feasible by the problem's arithmetic is lost to rounding.
+    caps = problem.level_caps(CERTIFICATE_RELAX)
     best_tau = np.zeros(problem.holds.shape)
     best_val = np.full(problem.n_devices, -np.inf)
     for level in range(caps.cap.shape[1]):
@@ -111,6 +112,20 @@ def _network_progress(problem: Problem, tau: NDArray[np.float64]) -> NDArray[np.
     return (problem.speed * tau).sum(axis=0) / np.maximum(problem.holders, 1)
 
 
+def dual_feasible(pi: NDArray[np.float64], delta: float, mu: float) -> NDArray[np.float64]:
+    """Prices moved (by LP-tolerance amounts) into the exact dual-feasible set
+    pi_m >= -mu, sum(pi) - 1 >= delta sum(max(0, -pi_m)), where d(pi) is a bound."""
+    pi = np.maximum(np.asarray(pi, float), -mu)
+    for _ in range(4):
+        deficit = 1.0 + delta * np.maximum(-pi, 0.0).sum() - pi.sum()
+        if deficit <= 0:
+            return pi
+        top = int(np.argmax(pi))
+        pi = pi.copy()
+        pi[top] += deficit * (1 + 1e-9) + 1e-15
+    return pi
+
+
 def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> DualResult:
     """Minimise the Lagrangian dual over prices with a trust-region cutting-plane method."""
     held_mods = problem.holders > 0
@@ -119,6 +134,7 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> D
     delta, mu = problem.delta, problem.mu
 
     def evaluate_dual(pi: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray]:
+        pi = dual_feasible(pi, delta, mu)
         price = np.zeros(problem.n_modalities)
         price[held_mods] = pi / n
         tau, value = device_subproblems(problem, price)
