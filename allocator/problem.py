@@ -389,8 +389,10 @@ class Problem:
         """
         caps = self._level_caps()
         if relax:
-            caps = LevelCaps(caps.scale, np.where(np.isfinite(caps.cap),
-                                                  caps.cap + relax * np.abs(caps.cap), caps.cap))
+            finite = np.isfinite(caps.cap)
+            cap = caps.cap.copy()
+            cap[finite] += relax * np.abs(cap[finite])
+            caps = LevelCaps(caps.scale, cap)
         return caps
 
     def _level_caps(self) -> LevelCaps:

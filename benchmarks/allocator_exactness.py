@@ -56,6 +56,10 @@ def knife_edge(seed: int, scope: str, devices: int | None = None, levels: bool |
     zero_forward = rng.random((K, M)) < rng.choice(np.array([0.0, 0.5, 1.0]))
     table = rng.integers(1, tau_max + 1, (K, M))
     offsets = np.array([-1e-7, 0.0, 1e-7, -5e-10, 5e-10, -2e-9, 0.0])
+    # A budget below the cheapest round is rejected (ProblemError): with many devices, keep
+    # the offsets of tau_min tables non-negative so that the instance exists.
+    at_min = (np.where(holds, table, 1) == 1).all(axis=1)
+    offset = np.where(at_min, np.abs(rng.choice(offsets, K)), rng.choice(offsets, K))
     delta = float(rng.choice([0.0, 0.1, 0.3]))
     mu = float(rng.choice([0.5, 5.0]))
     names = dict(modalities=tuple(f"m{j}" for j in range(M)),
@@ -68,7 +72,7 @@ def knife_edge(seed: int, scope: str, devices: int | None = None, levels: bool |
             local = np.where(holds, table, 0).max(axis=1)
             cost = local * np.where(holds, fwd, 0).sum(axis=1) + (
                 np.where(holds, table * bwd, 0)).sum(axis=1) + comm
-            budget = cost * (1 + rng.choice(offsets, K))
+            budget = cost * (1 + offset)
             return Problem(**names, holds=holds, speed=speed, forward_energy=fwd,
                            backward_energy=bwd, comm_energy=comm, budget=budget, scope=scope,
                            tau_max=tau_max, delta=delta, mu=mu)
@@ -87,10 +91,14 @@ def knife_edge(seed: int, scope: str, devices: int | None = None, levels: bool |
                           + np.where(holds, table * cb, 0).sum(axis=1))
         pick = rng.integers(0, n_levels, K)
         f = hz[np.arange(K), pick]
-        budget = (kappa * f**2 * cycles + comm) * (1 + rng.choice(offsets, K))
+        # The cheapest round runs at the lowest level: price the budget there for tau_min
+        # tables, and only put the deadline on a device whose table is not tau_min.
+        pick = np.where(at_min, 0, pick)
+        f = hz[np.arange(K), pick]
+        budget = (kappa * f**2 * cycles + comm) * (1 + offset)
         deadline = None
-        if rng.random() < 0.7:
-            j = int(rng.integers(0, K))
+        if rng.random() < 0.7 and not at_min.all():
+            j = int(rng.choice(np.flatnonzero(~at_min)))
             deadline = float((cycles[j] / f[j] + comm_s[j]) * (1 + rng.choice(offsets)))
         return Problem(**names, holds=holds, speed=speed, comm_energy=comm, budget=budget,
                        cpu_levels_hz=hz, cycles_forward=cf, cycles_backward=cb, batch_size=batch,

@@ -41,10 +41,6 @@ class DualResult:
     iterations: int
 
 
-def _steps(problem: Problem) -> NDArray[np.float64]:
-    return np.arange(problem.tau_min, problem.tau_max + 1, dtype=float)
-
-
 def device_subproblems(
     problem: Problem, unit_price: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -70,42 +66,77 @@ def _subproblem_at(
     energy_price: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The relaxed best response when the top-level computation energy must stay <= ``cap``
-    and its tie-break price is ``energy_price`` times the plain one (value -inf: infeasible)."""
+    and its tie-break price is ``energy_price`` times the plain one (value -inf: infeasible).
+
+    For a fixed L it is a fractional knapsack (items by gain per joule, each capped at
+    L - tau_min extra units). Its value V(L) is the value of an LP whose right-hand side is
+    affine in L, hence concave in L; the integer L maximising it is next to the real maximiser,
+    which sits where the slope changes sign, at one of the breakpoints L_j (the L at which the
+    j best items exactly fill the budget). So each device evaluates three integer L instead of
+    all tau_max - tau_min + 1 (issue 17: 5x less work per dual evaluation).
+    """
     holds = problem.holds
-    eps = (problem.epsilon / problem.energy_scale * energy_price)[:, None]
-    eb = problem.backward_energy
-    gain = np.where(holds, unit_price[None, :] * problem.speed - eps * eb, 0.0)  # per iteration
-    steps = _steps(problem)
-    tmin = problem.tau_min
-    # Remaining compute budget after tau_min everywhere, for each local-iteration count L.
-    base = cap - tmin * eb.sum(axis=1)
-    room = base[:, None] - steps[None, :] * problem.forward_sum[:, None]  # (K, T)
-    feasible = room >= 0
-    cap = steps - tmin  # extra units per modality allowed by L
-    # Items worth buying, best ratio first (the order does not depend on L).
+    K, M = holds.shape
+    tmin, tmax = problem.tau_min, problem.tau_max
+    eps = problem.epsilon / problem.energy_scale * energy_price
+    eb = np.where(holds, problem.backward_energy, 0.0)
+    F = problem.forward_sum
+    gain = np.where(holds, unit_price[None, :] * problem.speed - eps[:, None] * eb, 0.0)
+    base = cap - tmin * eb.sum(axis=1)  # budget after tau_min everywhere, before L F
+    feasible = base - tmin * F >= 0
     useful = holds & (gain > 0)
     ratio = np.where(useful, gain / np.where(holds, eb, 1.0), -np.inf)
     order = np.argsort(-ratio, axis=1)
-    g_sorted = np.take_along_axis(np.where(useful, gain, 0.0), order, axis=1)
-    eb_sorted = np.take_along_axis(np.where(useful, eb, 0.0), order, axis=1)
-    cost_full = eb_sorted[:, None, :] * cap[None, :, None]  # (K, T, M)
-    spent_before = np.cumsum(cost_full, axis=2) - cost_full
+    g_s = np.take_along_axis(np.where(useful, gain, 0.0), order, axis=1)
+    eb_s = np.take_along_axis(np.where(useful, eb, 0.0), order, axis=1)
+    r_s = np.take_along_axis(np.where(useful, ratio, 0.0), order, axis=1)
+    n_useful = useful.sum(axis=1)
+    E = np.cumsum(eb_s, axis=1)  # energy per extra unit of L of the j best items (j = 1..M)
+    G = np.cumsum(g_s, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.clip((room[:, :, None] - spent_before) / cost_full, 0.0, 1.0)
-    frac = np.where(cost_full > 0, frac, 0.0)
-    extra_sorted = frac * cap[None, :, None]
-    value = (
-        (extra_sorted * g_sorted[:, None, :]).sum(axis=2)
-        + tmin * gain.sum(axis=1)[:, None]
-        - eps * steps[None, :] * problem.forward_sum[:, None]
-    )
-    value = np.where(feasible, value, -np.inf)
-    best = value.argmax(axis=1)
-    rows = np.arange(problem.n_devices)
-    extra = np.empty_like(extra_sorted[:, 0, :])
-    np.put_along_axis(extra, order, extra_sorted[rows, best], axis=1)
-    tau = np.where(holds, tmin + extra, 0.0)
-    return tau, value[rows, best]
+        # Largest L the budget allows at all, and the breakpoints L_j (non-increasing in j).
+        l_cap = np.where(F > 0, np.floor(np.maximum(base, 0.0) / np.where(F > 0, F, 1.0)
+                                         * (1 + 1e-12)), tmax)
+        breaks = (base[:, None] + tmin * E) / (E + F[:, None])
+    l_hi = np.clip(np.minimum(l_cap, tmax), tmin, tmax)
+    # Slope of V(L) - eps F L on the interval where exactly j items are full (j = 0..M):
+    # j = 0 (L > L_1): -r_1 F; 0 < j < n: G_j - r_{j+1} (F + E_j); j = n: G_n.
+    j_idx = np.arange(M + 1)
+    G0 = np.concatenate([np.zeros((K, 1)), G], axis=1)
+    E0 = np.concatenate([np.zeros((K, 1)), E], axis=1)
+    r_next = np.concatenate([r_s, np.zeros((K, 1))], axis=1)
+    slope = G0 - np.where(j_idx[None, :] < n_useful[:, None], r_next, 0.0) * (
+        F[:, None] + E0) - (eps * F)[:, None]
+    slope = np.where(j_idx[None, :] <= n_useful[:, None], slope, -np.inf)
+    # Moving right in L, j falls from n to 0 and the slope falls (concavity): the real
+    # maximiser is L_j for the smallest j whose interval still rises (tau_min: none rises).
+    rising = slope > 0
+    j_star = np.where(rising.any(axis=1), np.argmax(rising, axis=1), -1)
+    breaks0 = np.concatenate([np.full((K, 1), np.inf), breaks], axis=1)  # L_0 = +inf
+    rows = np.arange(K)
+    l_star = np.where(j_star >= 0, breaks0[rows, np.maximum(j_star, 0)], tmin)
+    l_star = np.clip(np.nan_to_num(l_star, nan=tmin, posinf=tmax), tmin, l_hi)
+    best_val = np.full(K, -np.inf)
+    best_tau = np.full((K, M), float(tmin))
+    low = np.floor(l_star - 1e-9)
+    for shift in (0.0, 1.0, 2.0):
+        L = np.clip(low + shift, tmin, l_hi)
+        c = (L - tmin)[:, None]
+        room = np.maximum(base - L * F, 0.0)
+        cost = eb_s * c
+        spent_before = np.cumsum(cost, axis=1) - cost
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(cost > 0, np.clip((room[:, None] - spent_before) / cost, 0.0, 1.0),
+                            0.0)
+        extra = frac * c
+        value = (extra * g_s).sum(axis=1) + tmin * gain.sum(axis=1) - eps * L * F
+        better = value > best_val
+        best_val = np.where(better, value, best_val)
+        best_tau = np.where(better[:, None], extra, best_tau)
+    tau = np.empty((K, M))
+    np.put_along_axis(tau, order, best_tau, axis=1)
+    tau = np.where(holds, tmin + tau, 0.0)
+    return tau, np.where(feasible, best_val, -np.inf)
 
 
 def _network_progress(problem: Problem, tau: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -126,7 +157,7 @@ def dual_feasible(pi: NDArray[np.float64], delta: float, mu: float) -> NDArray[n
     return pi
 
 
-def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> DualResult:
+def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-6) -> DualResult:
     """Minimise the Lagrangian dual over prices with a trust-region cutting-plane method."""
     held_mods = problem.holders > 0
     M = int(held_mods.sum())
@@ -139,7 +170,8 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-7) -> D
         price[held_mods] = pi / n
         tau, value = device_subproblems(problem, price)
         grad = _network_progress(problem, tau)[held_mods]
-        return float(value.sum()), grad, tau
+        # The float sum of K values, kept on the safe side of its rounding.
+        return float(value.sum() + 1e-12 * np.abs(value).sum()), grad, tau
 
     # Start: equal prices summing to 1 (delta * sum(u) = 0 <= sum(pi) - 1 = 0).
     center = np.full(M, 1.0 / M)
