@@ -23,8 +23,7 @@ from pyomo.contrib.solver.solvers.highs import Highs
 
 from dmmlkd.allocator.model import BuiltModel, build_model, energy_units, level_data
 from dmmlkd.allocator.problem import Problem
-from dmmlkd.allocator.result import Allocation, evaluate, relative_gap, violations
-
+from dmmlkd.allocator.result import Allocation, evaluate, relative_gap
 
 HIGHS_TOLERANCE = 1e-9
 
