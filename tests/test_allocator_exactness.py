@@ -284,7 +284,7 @@ def test_fast_dual_subproblem_matches_enumeration_over_l() -> None:
         price = rng.normal(0.5, 1.0, problem.n_modalities)
         cap = problem.level_caps().cap[:, 0]
         energy_price = rng.uniform(0.2, 1.0, problem.n_devices)
-        _, fast = _subproblem_at(problem, price, cap, energy_price)
+        _, fast, _ = _subproblem_at(problem, price, cap, energy_price)
         slow = _subproblem_by_enumeration(problem, price, cap, energy_price)
         assert np.array_equal(np.isfinite(fast), np.isfinite(slow))
         ok = np.isfinite(slow)

@@ -29,6 +29,13 @@ from dmmlkd.allocator.problem import CERTIFICATE_RELAX, Problem
 from dmmlkd.allocator.result import Allocation, evaluate
 
 _MAX_CUTS = 60
+# Up to this many device x modality cells the fractional responses are kept (their mix is a
+# second primal start; 60 cuts of 200,000 cells are 96 MB).
+_MIX_CELLS = 200_000
+# The dual stops once the bound could improve by less than this share of the gap between it
+# and the value of the integer responses' best mix (a tighter bound would not change what the
+# gap certifies by more than that share).
+_GAP_SHARE = 0.05
 
 
 @dataclass
@@ -37,36 +44,50 @@ class DualResult:
 
     bound: float
     prices: NDArray[np.float64]
-    tau_fractional: NDArray[np.float64]
+    tau_fractional: NDArray[np.float64] | None  # the cut mix (small instances only)
     iterations: int
+    # Every evaluated price's integer device responses (C of (K, M)), and each one's network
+    # progress (C, M): the material of the primal (`balanced_assignment`).
+    integer_tau: list[NDArray[np.integer]]
+    integer_progress: NDArray[np.float64]
 
 
 def device_subproblems(
     problem: Problem, unit_price: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Each device's relaxed best response to progress prices: fractional tau (K, M), value (K,).
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Each device's relaxed best response to progress prices: fractional tau (K, M) and its
+    value (K,), a bound on the device's integer best response; and an integer response (K, M)
+    that fits the device's budget (and deadline), for the primal.
 
     ``unit_price[m]`` is the value of one unit of v * tau on modality m (pi_m / n_m). With CPU
     levels each device takes its best level (the maximum of the per-level relaxations).
     """
-    # Widened caps: no table feasible by the problem's arithmetic is lost to rounding.
+    # Widened caps for the bound: no table feasible by the problem's arithmetic is lost to
+    # rounding. The integer response uses the caps as stated.
     caps = problem.level_caps(CERTIFICATE_RELAX)
+    strict = problem.level_caps().cap
     best_tau = np.zeros(problem.holds.shape)
+    best_int = np.where(problem.holds, problem.tau_min, 0).astype(np.int64)
     best_val = np.full(problem.n_devices, -np.inf)
     for level in range(caps.cap.shape[1]):
         price = np.nan_to_num(caps.scale[:, level], nan=1.0)
-        tau, value = _subproblem_at(problem, unit_price, caps.cap[:, level], price)
+        tau, value, integer = _subproblem_at(problem, unit_price, caps.cap[:, level], price,
+                                             strict[:, level])
         better = value > best_val
         best_tau[better], best_val[better] = tau[better], value[better]
-    return best_tau, best_val
+        best_int[better] = integer[better]
+    return best_tau, best_val, best_int
 
 
 def _subproblem_at(
     problem: Problem, unit_price: NDArray[np.float64], cap: NDArray[np.float64],
-    energy_price: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    energy_price: NDArray[np.float64], strict_cap: NDArray[np.float64] | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
     """The relaxed best response when the top-level computation energy must stay <= ``cap``
-    and its tie-break price is ``energy_price`` times the plain one (value -inf: infeasible).
+    and its tie-break price is ``energy_price`` times the plain one (value -inf: infeasible),
+    and an integer response under ``strict_cap`` (default ``cap``): at the relaxation's L, the
+    items by gain per joule, each as many whole units as the budget left pays (the fractional
+    item rounded down, its remainder spent on the next items).
 
     For a fixed L it is a fractional knapsack (items by gain per joule, each capped at
     L - tau_min extra units). Its value V(L) is the value of an LP whose right-hand side is
@@ -116,27 +137,45 @@ def _subproblem_at(
     rows = np.arange(K)
     l_star = np.where(j_star >= 0, breaks0[rows, np.maximum(j_star, 0)], tmin)
     l_star = np.clip(np.nan_to_num(l_star, nan=tmin, posinf=tmax), tmin, l_hi)
+    # V(L) for a fixed L: item j (by ratio) gets clip((room - (L - tau_min) E_{j-1}) / eb_j,
+    # 0, L - tau_min) extra units (the items before it take L - tau_min each first).
+    e_prev = E0[:, :M]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_eb = np.where(eb_s > 0, 1.0 / eb_s, 0.0)
+    const = tmin * gain.sum(axis=1)
+
+    def extra_at(L: NDArray[np.float64]) -> NDArray[np.float64]:
+        c = (L - tmin)[:, None]
+        room = np.maximum(base - L * F, 0.0)[:, None]
+        return np.clip((room - c * e_prev) * inv_eb, 0.0, c)
+
     best_val = np.full(K, -np.inf)
-    best_tau = np.full((K, M), float(tmin))
+    best_L = np.full(K, float(tmin))
     low = np.floor(l_star - 1e-9)
     for shift in (0.0, 1.0, 2.0):
         L = np.clip(low + shift, tmin, l_hi)
-        c = (L - tmin)[:, None]
-        room = np.maximum(base - L * F, 0.0)
-        cost = eb_s * c
-        spent_before = np.cumsum(cost, axis=1) - cost
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(cost > 0, np.clip((room[:, None] - spent_before) / cost, 0.0, 1.0),
-                            0.0)
-        extra = frac * c
-        value = (extra * g_s).sum(axis=1) + tmin * gain.sum(axis=1) - eps * L * F
+        value = (extra_at(L) * g_s).sum(axis=1) + const - eps * L * F
         better = value > best_val
         best_val = np.where(better, value, best_val)
-        best_tau = np.where(better[:, None], extra, best_tau)
+        best_L = np.where(better, L, best_L)
     tau = np.empty((K, M))
-    np.put_along_axis(tau, order, best_tau, axis=1)
+    np.put_along_axis(tau, order, extra_at(best_L), axis=1)
     tau = np.where(holds, tmin + tau, 0.0)
-    return tau, np.where(feasible, best_val, -np.inf)
+    # Integer response: whole units in the same order, under the stated cap.
+    room = (cap if strict_cap is None else strict_cap) - tmin * eb.sum(axis=1) - best_L * F
+    units = np.zeros((K, M))
+    c = best_L - tmin
+    for j in range(M):
+        e = eb_s[:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            can = np.floor(np.maximum(room, 0.0) / e * (1 - 1e-12))
+        take = np.where(e > 0, np.clip(can, 0.0, c), 0.0)
+        units[:, j] = take
+        room = room - take * e
+    integer = np.empty((K, M))
+    np.put_along_axis(integer, order, units, axis=1)
+    integer = np.where(holds, tmin + integer, 0).astype(np.int64)
+    return tau, np.where(feasible, best_val, -np.inf), integer
 
 
 def _network_progress(problem: Problem, tau: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -164,14 +203,23 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-6) -> D
     n = problem.holders[held_mods].astype(float)
     delta, mu = problem.delta, problem.mu
 
+    # Fractional responses are kept for the mixed primal on small instances only (memory).
+    keep_fractional = problem.n_devices * problem.n_modalities <= _MIX_CELLS
+    int_dtype = np.int16 if problem.tau_max < 2**15 else np.int32
+    integer_tau: list[NDArray[np.integer]] = []
+    integer_progress: list[NDArray[np.float64]] = []
+
     def evaluate_dual(pi: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray]:
         pi = dual_feasible(pi, delta, mu)
         price = np.zeros(problem.n_modalities)
         price[held_mods] = pi / n
-        tau, value = device_subproblems(problem, price)
+        tau, value, integer = device_subproblems(problem, price)
         grad = _network_progress(problem, tau)[held_mods]
+        integer_tau.append(integer.astype(int_dtype))
+        integer_progress.append(_network_progress(problem, integer))
         # The float sum of K values, kept on the safe side of its rounding.
-        return float(value.sum() + 1e-12 * np.abs(value).sum()), grad, tau
+        return (float(value.sum() + 1e-12 * np.abs(value).sum()), grad,
+                tau if keep_fractional else None)
 
     # Start: equal prices summing to 1 (delta * sum(u) = 0 <= sum(pi) - 1 = 0).
     center = np.full(M, 1.0 / M)
@@ -215,6 +263,13 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-6) -> D
         marg = -np.asarray(res.ineqlin.marginals[:n_cuts])
         weights = marg / marg.sum() if marg.sum() > 0 else np.eye(1, n_cuts, n_cuts - 1)[0]
         predicted = best_d - model_value
+        # Large instances stop when the bound cannot move much relative to the gap the
+        # integer responses already leave (checked every other cut: a small LP over the
+        # responses); small ones run to the tolerance (cheap, and the cuts feed the mix).
+        if not keep_fractional and it % 2 == 0 and len(integer_progress) >= 8:
+            primal = _mix_weights(problem, np.array(integer_progress))[1]
+            if predicted <= _GAP_SHARE * (best_d - primal):
+                break
         if predicted <= tol * max(1.0, abs(best_d)):
             if radius >= 1e3:
                 break
@@ -236,17 +291,20 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-6) -> D
             for lst in (cuts_pi, cuts_d, cuts_g, cuts_tau):
                 del lst[drop]
             weights = np.delete(w_full, drop)
-    tau_mix = np.zeros_like(cuts_tau[0])
-    w = weights[: len(cuts_tau)]
-    if w.size != len(cuts_tau) or not np.isfinite(w).all() or w.sum() <= 0:
-        w = np.zeros(len(cuts_tau))
-        w[-1] = 1.0
-    for w_i, t_i in zip(w, cuts_tau):
-        if w_i > 0:
-            tau_mix += w_i * t_i
+    tau_mix = None
+    if keep_fractional:
+        tau_mix = np.zeros(problem.holds.shape)
+        w = weights[: len(cuts_tau)]
+        if w.size != len(cuts_tau) or not np.isfinite(w).all() or w.sum() <= 0:
+            w = np.zeros(len(cuts_tau))
+            w[-1] = 1.0
+        for w_i, t_i in zip(w, cuts_tau):
+            if w_i > 0:
+                tau_mix += w_i * t_i
     full_pi = np.zeros(problem.n_modalities)
     full_pi[held_mods] = best_pi
-    return DualResult(bound=best_d, prices=full_pi, tau_fractional=tau_mix, iterations=it)
+    return DualResult(bound=best_d, prices=full_pi, tau_fractional=tau_mix, iterations=it,
+                      integer_tau=integer_tau, integer_progress=np.array(integer_progress))
 
 
 class _State:
@@ -358,8 +416,9 @@ def swap_toward_bottleneck(state: _State, max_rounds: int | None = None) -> None
     p = state.p
     eps_scale = p.epsilon / p.energy_scale
     if max_rounds is None:
-        # Each round is O(K): bound the total work (unchanged up to ~4,000 devices).
-        max_rounds = max(200, min(5_000, 20_000_000 // max(p.n_devices, 1)))
+        # Each round is O(K): bound the total work. From a balanced assignment few rounds are
+        # needed (issue 17: 40 at 100,000 devices; 5,000 up to 800 devices).
+        max_rounds = min(5_000, max(20, 4_000_000 // max(p.n_devices, 1)))
     for _ in range(max_rounds):
         m, g_min, g_next = _held_min(p, state.G)
         best_val, best = 0.0, None
@@ -449,6 +508,52 @@ def round_down(problem: Problem, tau_frac: NDArray[np.float64]) -> NDArray[np.in
     return np.where(problem.holds, tau, 0).astype(np.int64)
 
 
+def _mix_weights(problem: Problem, G: NDArray[np.float64]
+                 ) -> tuple[NDArray[np.float64], float]:
+    """Weights over integer responses (rows of G, their network progress (C, M)) that maximise
+    z - mu sum s of the weighted progress, and that value (-inf when the LP fails)."""
+    held = problem.holders > 0
+    G = G[:, held]
+    C, M = G.shape
+    # Variables w (C), z, s (M). Maximise z - mu sum s (the energy tie-break is left to trim).
+    c = np.concatenate([np.zeros(C), [-1.0], np.full(M, problem.mu)])
+    A = np.zeros((2 * M, C + 1 + M))
+    A[:M, :C] = -G.T  # z - sum w G_m <= 0
+    A[:M, C] = 1.0
+    A[M:, :C] = G.T  # sum w G_m - (1 + delta) z - s_m <= 0
+    A[M:, C] = -(1.0 + problem.delta)
+    A[M:, C + 1:] = -np.eye(M)
+    eq = np.concatenate([np.ones(C), [0.0], np.zeros(M)])[None, :]
+    res = linprog(c, A_ub=A, b_ub=np.zeros(2 * M), A_eq=eq, b_eq=[1.0],
+                  bounds=[(0, None)] * (C + 1 + M), method="highs")
+    if res.status != 0:
+        w = np.zeros(C)
+        w[-1] = 1.0
+        return w, -math.inf
+    w = np.maximum(res.x[:C], 0.0)
+    return w / w.sum(), float(-res.fun)
+
+
+def balanced_assignment(problem: Problem, dual: DualResult, seed: int = 0) -> NDArray[np.int64]:
+    """An integer table made of whole device responses: weights over the evaluated prices'
+    integer responses that maximise the objective of their expected network progress (a small
+    LP over the responses, `_mix_weights`), then each device plays one response drawn with
+    those weights.
+
+    Every device's table is an integer best response to some prices (no rounding loss on
+    the device), and with many devices the drawn mix has the LP's balance up to sampling noise
+    (issue 17: rounding the fractional mix down lost 2-4% of progress at 100,000 devices).
+    """
+    w, _ = _mix_weights(problem, dual.integer_progress)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(w.size, size=problem.n_devices, p=w)
+    out = np.empty(problem.holds.shape, np.int64)
+    for i in np.flatnonzero(w > 0):
+        rows = pick == i
+        out[rows] = dual.integer_tau[i][rows]
+    return np.where(problem.holds, out, 0)
+
+
 def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
     """Network-scope heuristic with a certified bound (Lagrangian dual + repair + local search)."""
     if problem.scope != "network":
@@ -458,7 +563,11 @@ def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
     # With CPU levels: repair and search at each device's roomiest level (the tie-break alone
     # never pays for a smaller room); the reported level is then the cheapest that fits.
     fixed = problem.at_levels(problem.roomiest_levels())
-    tau = improve(fixed, round_down(fixed, dual.tau_fractional))
+    starts = [balanced_assignment(fixed, dual)]
+    if dual.tau_fractional is not None:
+        starts.append(round_down(fixed, dual.tau_fractional))
+    tables = [improve(fixed, t) for t in starts]
+    tau = max(tables, key=lambda t: evaluate(fixed, t).objective)
     elapsed = time.perf_counter() - start
     return Allocation(
         problem,
