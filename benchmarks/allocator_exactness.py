@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,8 +63,8 @@ def knife_edge(seed: int, scope: str, devices: int | None = None, levels: bool |
     offset = np.where(at_min, np.abs(rng.choice(offsets, K)), rng.choice(offsets, K))
     delta = float(rng.choice([0.0, 0.1, 0.3]))
     mu = float(rng.choice([0.5, 5.0]))
-    names = dict(modalities=tuple(f"m{j}" for j in range(M)),
-                 devices=tuple(f"d{k}" for k in range(K)))
+    names: dict[str, Any] = dict(modalities=tuple(f"m{j}" for j in range(M)),
+                                 devices=tuple(f"d{k}" for k in range(K)))
     try:
         if not with_levels:
             fwd = np.where(zero_forward, 0.0, rng.uniform(0.01, 1, (K, M)))
@@ -222,7 +223,8 @@ def main(seeds: int = 200, dp_devices: int = 200) -> int:
     """Check exact and heuristic on ``seeds`` knife-edge instances per scope, and the device
     scope on ``dp_devices``-device instances against the DP; print breaches, return the count."""
     bad = checked = 0
-    cases = [(s, scope, None) for scope in ("device", "network") for s in range(seeds)]
+    cases: list[tuple[int, str, int | None]] = [
+        (s, scope, None) for scope in ("device", "network") for s in range(seeds)]
     cases += [(s, "device", dp_devices) for s in range(max(1, seeds // 20))]
     for seed, scope, devices in cases:
         problem = knife_edge(seed, scope, devices)

@@ -128,7 +128,7 @@ def solve_breakpoint(problem: Problem, **_: object) -> Allocation:
     if problem.scope != "device":
         raise ValueError("breakpoint enumeration solves the device scope only")
     start = time.perf_counter()
-    tau, _, bound_k = device_best_tables(problem)
+    tau, _values, bound_k = device_best_tables(problem)
     elapsed = time.perf_counter() - start
     # The enumeration is exhaustive over a set containing an optimum: its value is a bound.
     bound = float(bound_k.sum())

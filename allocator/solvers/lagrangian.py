@@ -172,13 +172,14 @@ def _subproblem_at(
         take = np.where(e > 0, np.clip(can, 0.0, c), 0.0)
         units[:, j] = take
         room = room - take * e
-    integer = np.empty((K, M))
-    np.put_along_axis(integer, order, units, axis=1)
-    integer = np.where(holds, tmin + integer, 0).astype(np.int64)
+    unsorted = np.empty((K, M))
+    np.put_along_axis(unsorted, order, units, axis=1)
+    integer: NDArray[np.int64] = np.where(holds, tmin + unsorted, 0).astype(np.int64)
     return tau, np.where(feasible, best_val, -np.inf), integer
 
 
-def _network_progress(problem: Problem, tau: NDArray[np.float64]) -> NDArray[np.float64]:
+def _network_progress(problem: Problem, tau: NDArray[np.floating] | NDArray[np.integer]
+                      ) -> NDArray[np.float64]:
     return (problem.speed * tau).sum(axis=0) / np.maximum(problem.holders, 1)
 
 
@@ -209,7 +210,8 @@ def minimise_dual(problem: Problem, max_iter: int = 200, tol: float = 1e-6) -> D
     integer_tau: list[NDArray[np.integer]] = []
     integer_progress: list[NDArray[np.float64]] = []
 
-    def evaluate_dual(pi: NDArray[np.float64]) -> tuple[float, NDArray[np.float64], NDArray]:
+    def evaluate_dual(pi: NDArray[np.float64]
+                      ) -> tuple[float, NDArray[np.float64], NDArray[np.float64] | None]:
         pi = dual_feasible(pi, delta, mu)
         price = np.zeros(problem.n_modalities)
         price[held_mods] = pi / n
