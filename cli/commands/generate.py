@@ -32,8 +32,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="round deadline = X x the slowest device's time at mid tau and f_max "
                    "(needs --cpu-levels)")
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2**32 - 1]")
-    p.add_argument("--format", choices=["toml", "json"], default=None,
-                   help="default: from --out's suffix, else toml")
+    p.add_argument("--format", choices=["toml", "json", "npz"], default=None,
+                   help="default: from --out's suffix (.npz, .json), else toml; npz (columnar, "
+                   "fast to read for large problems) needs --out")
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
     return p
 
@@ -41,7 +42,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Generate and write."""
     from dmmlkd.allocator import generate_problem
-    from dmmlkd.allocator.io import atomic_write_text, dumps_problem
+    from dmmlkd.allocator.errors import ProblemError
+    from dmmlkd.allocator.io import atomic_write_text, dumps_problem, format_of, write_problem_npz
+
+    fmt = args.format or format_of(args.out)
+    if fmt == "npz" and not args.out:
+        raise ProblemError("--format npz writes a binary file: give --out FILE.npz")
 
     problem = generate_problem(
         devices=args.devices, modalities=args.modalities, scope=args.scope,
@@ -50,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         mu=args.mu, epsilon=args.epsilon, tau_min=args.tau_min, tau_max=args.tau_max,
         cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale,
     )
-    fmt = args.format or ("json" if (args.out or "").lower().endswith(".json") else "toml")
+    if fmt == "npz":
+        write_problem_npz(problem, args.out)
+        print(f"wrote {args.out}: {problem.summary()}", file=sys.stderr)
+        return 0
     text = dumps_problem(problem, fmt)
     if args.out:
         atomic_write_text(args.out, text)

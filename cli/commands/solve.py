@@ -10,10 +10,10 @@ from typing import Any
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `solve`."""
-    p = sub.add_parser("solve", help="solve an allocation problem file (TOML or JSON)",
+    p = sub.add_parser("solve", help="solve an allocation problem file (TOML, JSON or .npz)",
                        description="Solve an allocation problem: per device and modality, how "
                        "many local iterations to run next round.")
-    p.add_argument("file", help="problem file (.toml or .json)")
+    p.add_argument("file", help="problem file (.toml, .json, or columnar .npz)")
     p.add_argument("--method", default="heuristic",
                    choices=["exact", "heuristic", "proportional", "uniform"])
     p.add_argument("--scope", choices=["device", "network"], help="override the file's scope")
