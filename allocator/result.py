@@ -228,6 +228,8 @@ class Allocation:
             },
             "solve_time_s": self.solve_time_s,
             "build_time_s": self.build_time_s,
+            "certificate": self.info.get("certificate"),
+            "time_limit_s": self.info.get("time_limit_s"),
         }
 
     def to_frame(self) -> pd.DataFrame:

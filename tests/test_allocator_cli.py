@@ -345,3 +345,20 @@ def test_npz_refuses_stdout_and_bad_files(cli, tmp_path: Path) -> None:
     code, out, err = cli("solve", str(broken))
     assert (code, out) == (2, "") and "budget has shape" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_solve_prints_default_time_limit_and_certificate(cli, tmp_path: Path) -> None:
+    """`solve --method exact` runs under a default 60 s limit and says so with the status; the
+    output names the certificate behind the gap (here the heuristic's own Lagrangian bound or
+    HiGHS's, in the network scope)."""
+    path = tmp_path / "n.json"
+    write_problem(generate_problem(devices=6, modalities=3, scope="network", seed=2), path)
+    code, out, err = cli("solve", str(path), "--method", "exact")
+    assert code == 0, err
+    status_line = out.splitlines()[1]
+    assert "(time limit 60 s)" in status_line and "certificate: " in status_line
+    code, out, err = cli("solve", str(path), "--method", "exact", "--format", "json")
+    result = json.loads(out)
+    assert result["time_limit_s"] == 60 and result["certificate"]
+    code, out, err = cli("solve", str(path), "--method", "heuristic")
+    assert "certificate: lagrangian dual bound" in out.splitlines()[1]

@@ -74,6 +74,8 @@ def solve(
 
     check_resources(problem, method)
     alloc = METHODS[method](problem, time_limit=time_limit, mip_gap=mip_gap)
+    if method == "exact":
+        alloc.info["time_limit_s"] = time_limit
     return verified(alloc, mip_gap)
 
 

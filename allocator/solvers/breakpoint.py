@@ -134,5 +134,6 @@ def solve_breakpoint(problem: Problem, **_: object) -> Allocation:
     bound = float(bound_k.sum())
     return Allocation(
         problem, tau, method="heuristic", status="optimal", bound=bound, solve_time_s=elapsed,
-        info={"algorithm": "breakpoint enumeration (exact for the device scope)"},
+        info={"algorithm": "breakpoint enumeration (exact for the device scope)",
+              "certificate": "breakpoint enumeration"},
     )

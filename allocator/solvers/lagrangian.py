@@ -579,5 +579,6 @@ def solve_lagrangian(problem: Problem, **_: object) -> Allocation:
         bound=dual.bound,
         solve_time_s=elapsed,
         info={"algorithm": "lagrangian", "dual_iterations": dual.iterations,
+              "certificate": "lagrangian dual bound",
               "prices": dual.prices.tolist()},
     )

@@ -17,8 +17,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", default="heuristic",
                    choices=["exact", "heuristic", "proportional", "uniform"])
     p.add_argument("--scope", choices=["device", "network"], help="override the file's scope")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S",
-                   help="seconds for the exact solver (best solution and honest gap after it)")
+    p.add_argument("--time-limit", type=float, default=60.0, metavar="S",
+                   help="seconds for the exact solver (best solution and honest gap after it; "
+                   "default 60)")
     p.add_argument("--mip-gap", type=float, default=1e-4, metavar="G",
                    help="relative gap at which exact stops (default 1e-4)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
@@ -33,10 +34,14 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
     """A readable summary: status line, objective/bound/gap, balance, then the tau table."""
     p = allocation.problem
     s = allocation.summary()
+    limit = allocation.info.get("time_limit_s")
+    limit_text = f" (time limit {limit:g} s)" if limit is not None else ""
+    certificate = allocation.info.get("certificate")
     lines = [
         f"{p.summary()}",
-        f"method {s['method']}: {s['status']}   objective {_fmt(s['objective'])}   "
-        f"bound {_fmt(s['bound'])}   gap {_fmt(s['gap'], '.4%')}",
+        f"method {s['method']}: {s['status']}{limit_text}   objective {_fmt(s['objective'])}   "
+        f"bound {_fmt(s['bound'])}   gap {_fmt(s['gap'], '.4%')}"
+        + (f"   certificate: {certificate}" if certificate else ""),
         f"time: build {s['build_time_s']:.3f} s, solve {s['solve_time_s']:.3f} s   "
         f"energy {s['energy_total_j']:.4g} J of {s['budget_total_j']:.4g} J budget",
         f"imbalance (max/min progress): worst device {_fmt(s['imbalance_device'], '.3f')}, "
