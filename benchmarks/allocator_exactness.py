@@ -219,9 +219,10 @@ def breaches(problem: Problem, alloc: Allocation, best: float, mip_gap: float) -
     return out
 
 
-def main(seeds: int = 200, dp_devices: int = 200) -> int:
+def check(seeds: int = 200, dp_devices: int = 200, echo: bool = True) -> tuple[int, int]:
     """Check exact and heuristic on ``seeds`` knife-edge instances per scope, and the device
-    scope on ``dp_devices``-device instances against the DP; print breaches, return the count."""
+    scope on ``dp_devices``-device instances against the DP; return (answers checked,
+    breaches), printing each breach when ``echo``."""
     bad = checked = 0
     cases: list[tuple[int, str, int | None]] = [
         (s, scope, None) for scope in ("device", "network") for s in range(seeds)]
@@ -238,8 +239,15 @@ def main(seeds: int = 200, dp_devices: int = 200) -> int:
             checked += 1
             for text in breaches(problem, alloc, best, 1e-9):
                 bad += 1
-                print(f"{scope} seed={seed} devices={problem.n_devices} {method} "
-                      f"{alloc.status}: {text}", flush=True)
+                if echo:
+                    print(f"{scope} seed={seed} devices={problem.n_devices} {method} "
+                          f"{alloc.status}: {text}", flush=True)
+    return checked, bad
+
+
+def main(seeds: int = 200, dp_devices: int = 200) -> int:
+    """Print every breach and the count; return the count."""
+    checked, bad = check(seeds, dp_devices)
     print(f"checked {checked} answers, bad {bad}")
     return bad
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from typing import Any
@@ -12,8 +13,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `bench`."""
     p = sub.add_parser("bench", help="benchmarks (numbers printed, never timed tests)")
     p.add_argument("target", choices=["allocator", "learner"], help="what to benchmark")
-    p.add_argument("--sizes", default="10,100,1000,10000,100000",
-                   help="comma-separated device counts")
+    p.add_argument("--sizes", default=None,
+                   help="allocator: also run the size sweep over these comma-separated device "
+                   "counts (e.g. 10,100,1000,10000,100000)")
     p.add_argument("--scopes", default="device,network")
     p.add_argument("--modalities", type=int, default=4)
     p.add_argument("--time-limit", type=float, default=10.0, help="exact solver limit (s)")
@@ -22,7 +24,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--network-max", type=int, default=100_000,
                    help="largest device count for the network scope")
     p.add_argument("--no-targets", action="store_true",
-                   help="skip the end-to-end CLI target checks")
+                   help="skip the table of targets (issue 17), measured on this machine")
     p.add_argument("--out", default=None, help="write the results as Markdown here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu-levels", type=int, default=0, metavar="N",
@@ -36,7 +38,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep and the end-to-end targets; print Markdown tables."""
+    """Measure the targets (and, with --sizes, the size sweep); print Markdown tables."""
     from dmmlkd.allocator import ProblemError
 
     if not 0 <= args.seed < 2**32:
@@ -46,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
         return run_learner_bench(args)
     from dmmlkd.allocator.io import atomic_write_text
-    from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench, to_markdown
+    from dmmlkd.benchmarks.bench_allocator import BenchConfig, run_allocator_bench, targets, to_markdown
 
     try:
-        sizes = tuple(int(s) for s in args.sizes.split(","))
+        sizes = tuple(int(s) for s in (args.sizes or "10").split(","))
     except ValueError:
         raise ProblemError(f"--sizes must be comma-separated integers (got {args.sizes!r})") from None
     scopes = tuple(s.strip() for s in args.scopes.split(","))
@@ -74,19 +76,27 @@ def run(args: argparse.Namespace) -> int:
     generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
                      cpu_levels=args.cpu_levels, deadline_scale=args.deadline_scale)
     t0 = time.perf_counter()
-    table = run_allocator_bench(config)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     parts = [
-        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}"
-        + (f", {args.cpu_levels} CPU levels, deadline scale {args.deadline_scale}"
-           if args.cpu_levels else "") + ".",
-        "",
-        to_markdown(table),
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load:.1f} at the start (other work on the machine inflates wall times; CPU "
+        f"seconds are given beside them), Python {platform.python_version()}."
     ]
     if not args.no_targets:
-        parts += ["", "End-to-end targets through `dmmlkd solve FILE.json`:", "",
-                  to_markdown(cli_targets(args.time_limit))]
-    parts += ["", f"(total benchmark time {time.perf_counter() - t0:.0f} s)"]
+        parts += ["", "Targets (issue 17):", "", to_markdown(targets())]
+    if args.sizes:
+        table = run_allocator_bench(config)
+        parts += [
+            "", f"Size sweep: exact time limit {args.time_limit:g} s, {args.modalities} "
+            f"modalities, seed {args.seed}"
+            + (f", {args.cpu_levels} CPU levels, deadline scale {args.deadline_scale}"
+               if args.cpu_levels else "") + ".",
+            "",
+            to_markdown(table),
+        ]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    parts += ["", f"(total benchmark time {time.perf_counter() - t0:.0f} s; load average "
+              f"{load:.1f} at the end)"]
     text = "\n".join(parts)
     print(text)
     if args.out:
