@@ -148,16 +148,22 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
 
     rows: list[dict[str, object]] = []
 
-    def add(target: str, measured: str, goal: str, met: bool) -> None:
-        rows.append({"target": target, "measured": measured, "goal": goal,
-                     "met": "yes" if met else "NO"})
+    def add(target: str, goal: str, result: str, ok: bool, wall: float = math.nan,
+            cpu: float = math.nan, limit: float = math.inf) -> None:
+        """One row: ``ok`` is the quality part of the goal, ``limit`` its seconds (met on
+        wall time, and separately on CPU time: a shared machine inflates wall time)."""
+        timed = math.isfinite(limit)
+        rows.append({"target": target, "goal": goal, "wall_s": wall, "cpu_s": cpu,
+                     "result": result,
+                     "met (wall)": "yes" if ok and (not timed or wall <= limit) else "NO",
+                     "met (CPU)": "yes" if ok and (not timed or cpu <= limit) else "NO"})
 
     # 1. Certificates against independent oracles (brute force; per-device DP at 200 devices).
-    c0 = time.process_time()
+    c0, t0 = time.process_time(), time.perf_counter()
     checked, bad = check(knife_edge_seeds, 200, echo=False)
     add("knife-edge certificates (exact and heuristic vs brute force and the DP)",
-        f"{bad} breaches in {checked} answers ({time.process_time() - c0:.0f} s CPU)",
-        "0 breaches", bad == 0)
+        "0 breaches", f"{bad} breaches in {checked} answers", bad == 0,
+        time.perf_counter() - t0, time.process_time() - c0)
     # 2. Network heuristic, 100,000 devices x 4 modalities (warm process: imports excluded).
     solve(generate_problem(devices=20, modalities=4, scope="network", seed=0))
     for seed in seeds:
@@ -166,8 +172,8 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
         alloc = solve(problem, "heuristic")
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         add(f"network heuristic 100,000 x 4, seed {seed} (inside `solve`)",
-            f"{wall:.2f} s wall, {cpu:.2f} s CPU, certified gap {alloc.gap:.2%}",
-            "<= 5 s, gap <= 1%", max(wall, cpu) <= 5 and alloc.gap <= 0.01)
+            "<= 5 s, certified gap <= 1%", f"certified gap {alloc.gap:.2%}",
+            alloc.gap <= 0.01, wall, cpu, 5.0)
     with tempfile.TemporaryDirectory() as tmp:
         # 3 + 4. Device heuristic end to end from a columnar file; reading it.
         for seed in seeds:
@@ -177,20 +183,18 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
             wall, cpu, out = _cli("solve", str(path))
             status, gap = _status_gap(out)
             add(f"device heuristic 100,000 x 4 end to end (`dmmlkd solve FILE.npz`), seed {seed}",
-                f"{wall:.2f} s wall, {cpu:.2f} s CPU, {status}, gap {gap:.2g}",
-                "<= 2 s", max(wall, cpu) <= 2)
+                "<= 2 s", f"{status}, gap {gap:.2g}", status == "optimal", wall, cpu, 2.0)
             c0, t0 = time.process_time(), time.perf_counter()
             read_problem(path)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            add(f"read a 100,000-device .npz problem, seed {seed}",
-                f"{wall:.2f} s wall, {cpu:.2f} s CPU", "< 1 s", max(wall, cpu) < 1)
+            add(f"read a 100,000-device .npz problem, seed {seed}", "< 1 s", "", True, wall,
+                cpu, 1.0)
         json_path = Path(tmp) / "device-0.json"
         write_problem(generate_problem(devices=100_000, modalities=4, seed=0), json_path)
         c0, t0 = time.process_time(), time.perf_counter()
         read_problem(json_path)
-        add("read the same problem as JSON (for comparison)",
-            f"{time.perf_counter() - t0:.2f} s wall, {time.process_time() - c0:.2f} s CPU",
-            "-", True)
+        add("read the same problem as JSON (for comparison)", "-", "", True,
+            time.perf_counter() - t0, time.process_time() - c0)
         # 5. Exact with 4 CPU levels, 1,000 x 4, default options (time limit 60 s).
         for scope in ("network", "device"):
             path = Path(tmp) / f"levels-{scope}.npz"
@@ -198,12 +202,12 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
                  "--cpu-levels", "4", "--deadline-scale", "1", "--out", str(path))
             wall, cpu, out = _cli("solve", str(path), "--method", "exact")
             status, gap = _status_gap(out)
-            add(f"exact, 4 CPU levels, {scope} scope, 1,000 x 4, default options",
-                f"{wall:.1f} s wall, {cpu:.1f} s CPU, {status}, gap {gap:.3%}",
-                "answer within 60 s, gap <= 0.1%", wall <= 60 and gap <= 1e-3)
+            add(f"exact, 4 CPU levels, {scope} scope, 1,000 x 4, default options (`solve "
+                f"--method exact`)", "answer within 60 s, gap <= 0.1%",
+                f"{status}, gap {gap:.3%}", gap <= 1e-3, wall, cpu, 60.0)
     # 5b. Heuristic with levels on tiny instances against brute force.
     within, count, worst = 0, 0, 0.0
-    for seed in range(20):
+    for seed in range(40):
         rng = np.random.default_rng(seed)
         try:
             problem = generate_problem(
@@ -219,8 +223,8 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
         count += 1
         within += off <= 0.01
         worst = max(worst, off)
-    add("network heuristic with levels vs brute force, 2-4 devices",
-        f"{within} of {count} within 1% (worst {worst:.2%})", "all within 1%", within == count)
+    add("network heuristic with levels vs brute force, 2-4 devices", "all within 1%",
+        f"{within} of {count} within 1% (worst {worst:.2%})", within == count)
     return pd.DataFrame(rows)
 
 
