@@ -499,6 +499,11 @@ class Problem:
 
 def _levels(value: Any, n_dev: int, devices: tuple[str, ...]) -> NDArray[np.float64]:
     """cpu_levels_hz as a (K, NL) array sorted ascending per device, nan padding last."""
+    if isinstance(value, np.ndarray) and value.ndim == 2 and value.dtype.kind == "f" \
+            and value.shape[0] == n_dev:
+        fast = _levels_array(value)
+        if fast is not None:
+            return fast
     if isinstance(value, np.ndarray) and value.ndim == 2:
         rows = list(value)
     else:
@@ -527,3 +532,23 @@ def _levels(value: Any, n_dev: int, devices: tuple[str, ...]) -> NDArray[np.floa
     for k, arr in enumerate(parsed):
         out[k, : arr.size] = arr
     return out
+
+
+def _levels_array(value: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """The vectorised `_levels` of a clean (K, NL) float array (every row at least one level,
+    all finite and > 0 apart from nan padding); None when anything is off, so that the
+    row-by-row path names the device."""
+    present = ~np.isnan(value)
+    if not present.any(axis=1).all():
+        return None
+    levels = value[present]
+    if not (np.isfinite(levels).all() and (levels > 0).all()):
+        return None
+    out = np.sort(value, axis=1)  # nan last
+    # Duplicates within a row: keep one (as np.unique does), then sort the nan padding last.
+    dup = np.zeros(out.shape, bool)
+    dup[:, 1:] = out[:, 1:] == out[:, :-1]
+    if dup.any():
+        out = np.sort(np.where(dup, np.nan, out), axis=1)
+    width = int((~np.isnan(out)).sum(axis=1).max())
+    return np.ascontiguousarray(out[:, :width])
