@@ -1,4 +1,5 @@
-"""Problem files: TOML or JSON with one structure ([problem] options, [[devices]] entries)."""
+"""Problem files: TOML or JSON with one structure ([problem] options, [[devices]] entries), and
+a columnar ``.npz`` form (the `Problem` record's own arrays) for large problems."""
 
 from __future__ import annotations
 
@@ -70,10 +71,12 @@ def parse_text(text: str, fmt: str, source: str = "input") -> dict[str, Any]:
 
 
 def read_problem(path: str | os.PathLike[str]) -> Problem:
-    """Read and validate a problem file (format from the suffix; .json or else TOML)."""
+    """Read and validate a problem file (format from the suffix: .npz, .json, else TOML)."""
     path = Path(path)
     if not path.is_file():
         raise ProblemError(f"{path}: no such file")
+    if path.suffix.lower() == ".npz":
+        return read_problem_npz(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -391,7 +394,103 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     write(path, text)
 
 
+def format_of(path: str | os.PathLike[str] | None) -> str:
+    """The problem file format a path's suffix names: npz, json, or toml (the default)."""
+    suffix = Path(path).suffix.lower() if path else ""
+    return {".npz": "npz", ".json": "json"}.get(suffix, "toml")
+
+
 def write_problem(problem: Problem, path: str | os.PathLike[str], fmt: str | None = None) -> None:
     """Write a problem file atomically (format from the suffix unless given)."""
-    fmt = fmt or ("json" if str(path).lower().endswith(".json") else "toml")
+    fmt = fmt or format_of(path)
+    if fmt == "npz":
+        write_problem_npz(problem, path)
+        return
     atomic_write_text(path, dumps_problem(problem, fmt))
+
+
+# -- columnar form -------------------------------------------------------------------------
+# The .npz file holds the Problem record's fields as arrays under their own names (K x M
+# tables dense, zeros where a device does not hold a modality; per-device columns (K,);
+# options as 0-d arrays; deadline_s and the level fields only when present), plus a version.
+NPZ_VERSION = 1
+_NPZ_ARRAYS = ("holds", "speed", "forward_energy", "backward_energy", "comm_energy", "budget",
+               "weight")
+_NPZ_LEVEL_ARRAYS = ("cpu_levels_hz", "cycles_forward", "cycles_backward", "batch_size",
+                     "capacitance", "comm_time_s")
+
+
+def write_problem_npz(problem: Problem, path: str | os.PathLike[str]) -> None:
+    """Write a problem as a columnar .npz file, atomically (`dmmlkd.userio.atomic_write`)."""
+    from dmmlkd.userio import atomic_write
+
+    arrays: dict[str, Any] = {
+        "dmmlkd_problem_version": np.array(NPZ_VERSION),
+        "modalities": np.array(problem.modalities, dtype=str),
+        "devices": np.array(problem.devices, dtype=str),
+        "scope": np.array(problem.scope),
+        "tau_min": np.array(problem.tau_min), "tau_max": np.array(problem.tau_max),
+        "delta": np.array(problem.delta), "mu": np.array(problem.mu),
+        "epsilon": np.array(problem.epsilon),
+    }
+    for name in _NPZ_ARRAYS:
+        arrays[name] = getattr(problem, name)
+    if problem.deadline_s is not None:
+        arrays["deadline_s"] = np.array(problem.deadline_s)
+    if problem.has_levels:
+        for name in _NPZ_LEVEL_ARRAYS:
+            arrays[name] = getattr(problem, name)
+        # Derived from the levels: the reader rebuilds them (giving both is refused).
+        del arrays["forward_energy"], arrays["backward_energy"]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def read_problem_npz(path: str | os.PathLike[str]) -> Problem:
+    """Read and validate a columnar .npz problem file (every error names the field)."""
+    import zipfile
+
+    source = str(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            fields = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ProblemError(f"{source}: not a readable .npz problem file "
+                           f"({exc.__class__.__name__})") from None
+    version = fields.pop("dmmlkd_problem_version", None)
+    if version is None or version.shape != () or int(version) != NPZ_VERSION:
+        raise ProblemError(f"{source}: not a dmmlkd problem file (dmmlkd_problem_version "
+                           f"{NPZ_VERSION} missing)")
+    known = {"modalities", "devices", "scope", "deadline_s", *_NPZ_ARRAYS, *_NPZ_LEVEL_ARRAYS,
+             *(o for o in PROBLEM_OPTIONS)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ProblemError(f"{source}: unknown field {unknown[0]}")
+    for name in ("modalities", "devices", "holds", "speed", "comm_energy", "budget"):
+        if name not in fields:
+            raise ProblemError(f"{source}: missing field {name}")
+    for name in ("modalities", "devices", "scope"):
+        if name in fields and fields[name].dtype.kind != "U":
+            raise ProblemError(f"{source}: {name} must be text")
+    kwargs: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in ("modalities", "devices"):
+            kwargs[name] = tuple(value.tolist()) if value.ndim == 1 else value.tolist()
+        elif name == "scope":
+            kwargs[name] = str(value)
+        elif name in PROBLEM_OPTIONS:
+            if value.shape != () or value.dtype.kind not in "iuf":
+                raise ProblemError(f"{source}: {name} must be one number")
+            kwargs[name] = value.item()
+        elif value.dtype.kind not in "biuf":
+            raise ProblemError(f"{source}: {name} must be numeric")
+        else:
+            kwargs[name] = value
+    try:
+        return Problem(**kwargs)
+    except ProblemError as exc:
+        raise ProblemError(f"{source}: {exc}") from None

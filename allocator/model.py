@@ -26,8 +26,13 @@ class BuiltModel:
     pairs: list[tuple[int, int]]  # (k, m) of every tau variable, in model order
 
 
-def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
-    """Build the MILP of a problem (all its devices, its scope)."""
+def build_model(problem: Problem, mutable: bool = False, relax: float = 0.0) -> BuiltModel:
+    """Build the MILP of a problem (all its devices, its scope).
+
+    ``relax`` scales every energy and time cap by (1 + relax) (`Problem.level_caps`): positive
+    for a relaxation whose dual bound is a bound of the problem as stated, negative for a
+    restriction whose points fit despite the solver's feasibility tolerance.
+    """
     holds = problem.holds
     K, M = holds.shape
     pairs = [(int(k), int(m)) for k, m in np.argwhere(holds)]
@@ -43,8 +48,8 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
                                           for k, m in pairs}, mutable=mutable)
     mdl.F = pyo.Param(mdl.K, initialize=dict(enumerate((problem.forward_sum / unit).tolist())),
                       mutable=mutable)
-    mdl.cap = pyo.Param(mdl.K, initialize=dict(enumerate((level_data(problem)[1][:, 0] / unit
-                                                          ).tolist())), mutable=mutable)
+    mdl.cap = pyo.Param(mdl.K, initialize=dict(enumerate((level_data(problem, relax)[1][:, 0]
+                                                          / unit).tolist())), mutable=mutable)
     mdl.w = pyo.Param(mdl.K, initialize=dict(enumerate(problem.weight.tolist())), mutable=mutable)
     # The tie-break price of one energy unit of device k.
     mdl.ep = pyo.Param(mdl.K, initialize=dict(enumerate(
@@ -64,7 +69,7 @@ def build_model(problem: Problem, mutable: bool = False) -> BuiltModel:
         rule=lambda b, k: b.F[k] * b.L[k] + sum(b.eb[k, m] * b.tau[k, m] for m in by_device[k]),
     )
     if problem.has_levels:
-        _add_levels(mdl, problem, mutable)
+        _add_levels(mdl, problem, mutable, relax)
         energy_term = sum(mdl.ep[k] * mdl.lscale[k, lv] * mdl.x[k, lv] for k in mdl.K
                           for lv in mdl.LV)
     else:
@@ -114,23 +119,24 @@ def energy_units(problem: Problem) -> NDArray[np.float64]:
     return np.where(cap > 0, cap, 1.0)
 
 
-def level_data(problem: Problem) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def level_data(problem: Problem, relax: float = 0.0
+               ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Energy multipliers and caps per (device, level) as model coefficients: a missing or
     impossible level gets cap 0 (the computation is never 0, so it cannot be chosen)."""
-    caps = problem.level_caps()
+    caps = problem.level_caps(relax)
     scale = np.nan_to_num(caps.scale, nan=1.0)
     cap = np.where(np.isfinite(caps.cap), np.maximum(caps.cap, 0.0), 0.0)
     return scale, cap
 
 
-def _add_levels(mdl: pyo.ConcreteModel, problem: Problem, mutable: bool) -> None:
+def _add_levels(mdl: pyo.ConcreteModel, problem: Problem, mutable: bool, relax: float) -> None:
     """CPU level choice: binaries y[k, l] (one per device) and the computation split x[k, l].
 
     The computation (top-level energy) is all assigned to the chosen level, x[k, l] <=
     cap[k, l] y[k, l] (cap: the most that level allows in energy and time), and its energy is
     priced at scale[k, l] = (f_l / f_top)^2 -- the disjunction over levels, exactly.
     """
-    scale, cap = level_data(problem)
+    scale, cap = level_data(problem, relax)
     cap = cap / energy_units(problem)[:, None]
     K, NL = scale.shape
     mdl.LV = pyo.RangeSet(0, NL - 1)

@@ -30,6 +30,10 @@ from dmmlkd.metrics.energy import (
 from dmmlkd.userio.options import DEFAULTS, PROBLEM_FIELDS, SCOPES, check_option, parse_deadline
 
 __all__ = ["SCOPES", "LevelCaps", "OperatingPoint", "Problem"]
+# Relative widening of the energy and time caps behind every certificate (bound): far above the
+# float rounding of a cost (~1e-16) and far below the stated 1e-9 tolerance, so a bound computed
+# under the widened caps is a bound of the problem as stated (docs/formulation.md, "Exactness").
+CERTIFICATE_RELAX = 1e-12
 
 
 @dataclass(frozen=True)
@@ -366,11 +370,23 @@ class Problem:
         return OperatingPoint(level, f, cycles, times[rows, level],
                               self.capacitance * f**2 * cycles)
 
-    def level_caps(self) -> LevelCaps:
+    def level_caps(self, relax: float = 0.0) -> LevelCaps:
         """Energy multipliers and compute caps per device and level (see `LevelCaps`).
 
         Without levels: one column, multiplier 1, cap = budget left after communication.
+        ``relax`` scales every cap by (1 + relax): a small positive value gives caps that no
+        table feasible by the problem's own arithmetic can exceed through float rounding (for
+        bounds, `CERTIFICATE_RELAX`); a negative one, caps every table under which is feasible.
         """
+        caps = self._level_caps()
+        if relax:
+            finite = np.isfinite(caps.cap)
+            cap = caps.cap.copy()
+            cap[finite] += relax * np.abs(cap[finite])
+            caps = LevelCaps(caps.scale, cap)
+        return caps
+
+    def _level_caps(self) -> LevelCaps:
         energy_room = budget_limit_j(self.budget) - self.comm_energy
         if self.cpu_levels_hz is None:
             return LevelCaps(np.ones((self.n_devices, 1)), energy_room[:, None])
@@ -474,6 +490,11 @@ class Problem:
 
 def _levels(value: Any, n_dev: int, devices: tuple[str, ...]) -> NDArray[np.float64]:
     """cpu_levels_hz as a (K, NL) array sorted ascending per device, nan padding last."""
+    if isinstance(value, np.ndarray) and value.ndim == 2 and value.dtype.kind == "f" \
+            and value.shape[0] == n_dev:
+        fast = _levels_array(value)
+        if fast is not None:
+            return fast
     if isinstance(value, np.ndarray) and value.ndim == 2:
         rows = list(value)
     else:
@@ -502,3 +523,23 @@ def _levels(value: Any, n_dev: int, devices: tuple[str, ...]) -> NDArray[np.floa
     for k, arr in enumerate(parsed):
         out[k, : arr.size] = arr
     return out
+
+
+def _levels_array(value: NDArray[np.float64]) -> NDArray[np.float64] | None:
+    """The vectorised `_levels` of a clean (K, NL) float array (every row at least one level,
+    all finite and > 0 apart from nan padding); None when anything is off, so that the
+    row-by-row path names the device."""
+    present = ~np.isnan(value)
+    if not present.any(axis=1).all():
+        return None
+    levels = value[present]
+    if not (np.isfinite(levels).all() and (levels > 0).all()):
+        return None
+    out = np.sort(value, axis=1)  # nan last
+    # Duplicates within a row: keep one (as np.unique does), then sort the nan padding last.
+    dup = np.zeros(out.shape, bool)
+    dup[:, 1:] = out[:, 1:] == out[:, :-1]
+    if dup.any():
+        out = np.sort(np.where(dup, np.nan, out), axis=1)
+    width = int((~np.isnan(out)).sum(axis=1).max())
+    return np.ascontiguousarray(out[:, :width])

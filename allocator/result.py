@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from dmmlkd.allocator.problem import Problem
 from dmmlkd.metrics.energy import ENERGY_RTOL, fits_budget, fits_deadline
+
+if TYPE_CHECKING:  # pandas costs ~0.5 s to import: only `to_frame` needs it
+    import pandas as pd
 
 __all__ = ["ENERGY_RTOL", "Allocation", "Evaluation", "evaluate", "relative_gap", "violations"]
 
@@ -226,10 +228,14 @@ class Allocation:
             },
             "solve_time_s": self.solve_time_s,
             "build_time_s": self.build_time_s,
+            "certificate": self.info.get("certificate"),
+            "time_limit_s": self.info.get("time_limit_s"),
         }
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy frame: one row per device and held modality."""
+        import pandas as pd
+
         p = self.problem
         k_idx, m_idx = np.nonzero(p.holds)
         ev = self.evaluation

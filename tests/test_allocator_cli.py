@@ -299,3 +299,66 @@ def test_generate_and_bench_refuse_bad_arguments(cli, tmp_path: Path, args: tupl
     assert (code, out) == (2, "")
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out_file.exists()
+
+
+@pytest.mark.parametrize("levels", [0, 3])
+def test_npz_round_trip_same_problem(cli, tmp_path: Path, levels: int) -> None:
+    """`generate --format npz` writes the Problem's own arrays; `solve` reads them back to
+    the same problem (same fields, same answer), with or without CPU levels."""
+    out_file = tmp_path / "g.npz"
+    code, out, err = cli("generate", "--devices", "9", "--modalities", "3", "--missing-rate",
+                         "0.3", "--seed", "4", "--cpu-levels", str(levels), "--out",
+                         str(out_file))
+    assert code == 0 and out == "", err
+    back = read_problem(out_file)
+    again = generate_problem(devices=9, modalities=3, missing_rate=0.3, seed=4,
+                             cpu_levels=levels)
+    assert back.devices == again.devices and back.modalities == again.modalities
+    for name in ("holds", "speed", "forward_energy", "backward_energy", "comm_energy",
+                 "budget", "weight"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(again, name))
+    assert back.has_levels == bool(levels)
+    code, text, err = cli("solve", str(out_file), "--format", "json")
+    assert code == 0, err
+    assert json.loads(text)["objective"] == pytest.approx(solve(again).objective, rel=1e-12)
+
+
+def test_npz_refuses_stdout_and_bad_files(cli, tmp_path: Path) -> None:
+    code, out, err = cli("generate", "--format", "npz")
+    assert (code, out) == (2, "") and "--out" in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    code, out, err = cli("solve", str(bad))
+    assert (code, out) == (2, "") and "not a readable .npz" in err
+    other = tmp_path / "other.npz"
+    np.savez(other, speed=np.ones(3))
+    code, out, err = cli("solve", str(other))
+    assert (code, out) == (2, "") and "not a dmmlkd problem file" in err
+    # A field of the wrong shape is named by the Problem's own validation.
+    good = tmp_path / "good.npz"
+    write_problem(generate_problem(devices=4, seed=1), good)
+    with np.load(good) as data:
+        fields = dict(data)
+    fields["budget"] = fields["budget"][:2]
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **fields)
+    code, out, err = cli("solve", str(broken))
+    assert (code, out) == (2, "") and "budget has shape" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_solve_prints_default_time_limit_and_certificate(cli, tmp_path: Path) -> None:
+    """`solve --method exact` runs under a default 60 s limit and says so with the status; the
+    output names the certificate behind the gap (here the heuristic's own Lagrangian bound or
+    HiGHS's, in the network scope)."""
+    path = tmp_path / "n.json"
+    write_problem(generate_problem(devices=6, modalities=3, scope="network", seed=2), path)
+    code, out, err = cli("solve", str(path), "--method", "exact")
+    assert code == 0, err
+    status_line = out.splitlines()[1]
+    assert "(time limit 60 s)" in status_line and "certificate: " in status_line
+    code, out, err = cli("solve", str(path), "--method", "exact", "--format", "json")
+    result = json.loads(out)
+    assert result["time_limit_s"] == 60 and result["certificate"]
+    code, out, err = cli("solve", str(path), "--method", "heuristic")
+    assert "certificate: lagrangian dual bound" in out.splitlines()[1]

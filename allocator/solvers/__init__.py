@@ -79,6 +79,8 @@ def solve(
 
     check_resources(problem, solver)
     alloc = METHODS[solver](problem, time_limit=time_limit, mip_gap=mip_gap)
+    if solver == "exact":
+        alloc.info["time_limit_s"] = time_limit
     return verified(alloc, mip_gap)
 
 

@@ -18,21 +18,56 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from dmmlkd.allocator.problem import Problem
-from dmmlkd.allocator.result import Allocation
+from dmmlkd.allocator.problem import CERTIFICATE_RELAX, Problem
+from dmmlkd.allocator.result import Allocation, evaluate
 
 
-def device_best_tables(problem: Problem) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """Optimal tau (K, M) of every device and its objective contribution (K,), over its levels."""
-    caps = problem.level_caps()
+def device_best_tables(problem: Problem
+                       ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Every device's optimal table (K, M), its objective term (K,) and a certified upper
+    bound on that term (K,), over its levels.
+
+    The bound is the enumeration's value under caps widened by `CERTIFICATE_RELAX` (no table
+    feasible by the problem's arithmetic is lost to rounding); its table is kept where the
+    problem's own arithmetic (`infeasible_devices`) accepts it, else the sweep is rerun under
+    caps narrowed by as much, whose tables fit (tau_min everywhere as the last resort).
+    """
+    from dmmlkd.allocator.repair import infeasible_devices
+
+    tau, bound = _sweep_levels(problem, CERTIFICATE_RELAX)
+    # Rounding of the claimed value (a few dozen terms): keep the bound on the safe side.
+    bound = bound + 1e-13 * np.abs(bound)
+    bad = infeasible_devices(problem, tau)
+    if bad.size:
+        strict, _ = _sweep_levels(problem, -CERTIFICATE_RELAX)
+        tau[bad] = strict[bad]
+        still = infeasible_devices(problem, tau)
+        tau[still] = np.where(problem.holds[still], problem.tau_min, 0)
+    return tau, device_values(problem, tau), bound
+
+
+def device_values(problem: Problem, tau: NDArray[np.integer]) -> NDArray[np.float64]:
+    """Each device's term of the device-scope objective (the objective is their sum)."""
+    ev = evaluate(problem, tau)
+    over = np.where(problem.holds, ev.progress - (1 + problem.delta) * ev.floor[:, None], 0.0)
+    return (problem.weight * ev.floor - problem.mu * np.maximum(over, 0.0).sum(axis=1)
+            - problem.epsilon * ev.compute_energy / problem.energy_scale)
+
+
+def _sweep_levels(problem: Problem, relax: float) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Best table per device over its levels under caps scaled by (1 + relax), and its value."""
+    caps = problem.level_caps(relax)
     best_tau = np.zeros(problem.holds.shape, np.int64)
     best_val = np.full(problem.n_devices, -np.inf)
     roomiest = problem.roomiest_levels()
+    rows = np.arange(problem.n_devices)
+    room_cap = caps.cap[rows, roomiest]
     for level in range(caps.cap.shape[1]):
         scale = np.nan_to_num(caps.scale[:, level], nan=1.0)
-        # A level above the roomiest one allows less computation at a higher price per joule:
-        # dominated, never better (skipped: the sweep drops a device with cap -inf at once).
-        cap = np.where(level > roomiest, -np.inf, caps.cap[:, level])
+        # A level above the roomiest one allowing no more computation, at a higher price per
+        # joule, is dominated (skipped: the sweep drops a device with cap -inf at once).
+        dominated = (level > roomiest) & (caps.cap[:, level] <= room_cap)
+        cap = np.where(dominated, -np.inf, caps.cap[:, level])
         tau, value = _best_at(problem, cap, scale)
         better = value > best_val
         best_tau[better], best_val[better] = tau[better], value[better]
@@ -93,11 +128,12 @@ def solve_breakpoint(problem: Problem, **_: object) -> Allocation:
     if problem.scope != "device":
         raise ValueError("breakpoint enumeration solves the device scope only")
     start = time.perf_counter()
-    tau, value = device_best_tables(problem)
+    tau, _values, bound_k = device_best_tables(problem)
     elapsed = time.perf_counter() - start
     # The enumeration is exhaustive over a set containing an optimum: its value is a bound.
-    bound = float(value.sum())
+    bound = float(bound_k.sum())
     return Allocation(
         problem, tau, solver="heuristic", status="optimal", bound=bound, solve_time_s=elapsed,
-        info={"algorithm": "breakpoint enumeration (exact for the device scope)"},
+        info={"algorithm": "breakpoint enumeration (exact for the device scope)",
+              "certificate": "breakpoint enumeration"},
     )

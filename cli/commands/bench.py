@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from typing import Any
 
 from dmmlkd.cli.options import DeprecatedAlias
-from dmmlkd.userio.options import DEFAULTS
+from dmmlkd.userio.options import DEFAULTS, check_option
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `bench`."""
     p = sub.add_parser("bench", help="benchmarks (numbers printed, never timed tests)")
     p.add_argument("target", choices=["allocator", "learner"], help="what to benchmark")
-    p.add_argument("--sizes", default="10,100,1000,10000,100000",
-                   help="comma-separated device counts")
+    p.add_argument("--sizes", default=None,
+                   help="allocator: also run the size sweep over these comma-separated device "
+                   "counts (e.g. 10,100,1000,10000,100000)")
     p.add_argument("--scopes", default="device,network")
     p.add_argument("--modalities", type=int, default=4)
     p.add_argument("--time-limit", type=float, default=DEFAULTS.time_limit,
@@ -26,7 +28,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--network-max", type=int, default=100_000,
                    help="largest device count for the network scope")
     p.add_argument("--no-targets", action="store_true",
-                   help="skip the end-to-end CLI target checks")
+                   help="skip the table of targets (issue 17), measured on this machine")
     p.add_argument("--out", default=None, help="write the results as Markdown here (checked "
                    "before the benchmark runs; an existing file only if dmmlkd wrote it)")
     p.add_argument("--force", action="store_true",
@@ -45,7 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep and the end-to-end targets; print Markdown tables."""
+    """Measure the targets (and, with --sizes, the size sweep); print Markdown tables."""
     from dmmlkd.allocator import ProblemError
 
     if not 0 <= args.seed < 2**32:
@@ -61,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
         from dmmlkd.benchmarks.bench_learner import run_cli as run_learner_bench
 
         return run_learner_bench(args)
-    from dmmlkd.benchmarks.bench_allocator import BenchConfig, cli_targets, run_allocator_bench
+    from dmmlkd.benchmarks.bench_allocator import BenchConfig, run_allocator_bench, targets
     from dmmlkd.userio import to_markdown
 
     try:
-        sizes = tuple(int(s) for s in args.sizes.split(","))
+        sizes = tuple(int(s) for s in (args.sizes or "10").split(","))
     except ValueError:
         raise ProblemError(f"--sizes must be comma-separated integers (got {args.sizes!r})") from None
     scopes = tuple(s.strip() for s in args.scopes.split(","))
@@ -76,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ProblemError(f"--sizes must be positive device counts (got {args.sizes!r})")
     if args.modalities < 1:
         raise ProblemError(f"--modalities must be >= 1 (got {args.modalities})")
-    if not args.time_limit > 0 or args.time_limit == float("inf"):
-        raise ProblemError(f"--time-limit must be a finite number > 0 (got {args.time_limit})")
+    check_option("time_limit", args.time_limit, ProblemError)
     for flag, value in (("--exact-max", args.exact_max), ("--network-max", args.network_max)):
         if value < 0:
             raise ProblemError(f"{flag} must be a device count >= 0 (got {value})")
@@ -93,19 +94,27 @@ def run(args: argparse.Namespace) -> int:
     generate_problem(devices=1, modalities=args.modalities, seed=args.seed,
                      cpu_levels=args.cpu_levels, deadline=args.deadline)
     t0 = time.perf_counter()
-    table = run_allocator_bench(config)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     parts = [
-        f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
-        f", exact time limit {args.time_limit:g} s, {args.modalities} modalities, seed {args.seed}"
-        + (f", {args.cpu_levels} CPU levels, deadline {args.deadline}"
-           if args.cpu_levels else "") + ".",
-        "",
-        to_markdown(table),
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load:.1f} at the start (other work on the machine inflates wall times; CPU "
+        f"seconds are given beside them), Python {platform.python_version()}."
     ]
     if not args.no_targets:
-        parts += ["", "End-to-end targets through `dmmlkd solve FILE.json`:", "",
-                  to_markdown(cli_targets(args.time_limit))]
-    parts += ["", f"(total benchmark time {time.perf_counter() - t0:.0f} s)"]
+        parts += ["", "Targets (issue 17):", "", to_markdown(targets())]
+    if args.sizes:
+        table = run_allocator_bench(config)
+        parts += [
+            "", f"Size sweep: exact time limit {args.time_limit:g} s, {args.modalities} "
+            f"modalities, seed {args.seed}"
+            + (f", {args.cpu_levels} CPU levels, deadline {args.deadline}"
+               if args.cpu_levels else "") + ".",
+            "",
+            to_markdown(table),
+        ]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    parts += ["", f"(total benchmark time {time.perf_counter() - t0:.0f} s; load average "
+              f"{load:.1f} at the end)"]
     text = "\n".join(parts)
     print(text)
     if args.out:

@@ -47,8 +47,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--deadline-scale", dest="deadline", type=lambda x: f"{x}x",
                    action=DeprecatedAlias, new="--deadline Xx", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help="random seed in [0, 2**32 - 1]")
-    p.add_argument("--format", choices=["toml", "json"], default=None,
-                   help="default: from --out's suffix, else toml")
+    p.add_argument("--format", choices=["toml", "json", "npz"], default=None,
+                   help="default: from --out's suffix (.npz, .json), else toml; npz (columnar, "
+                   "fast to read for large problems) needs --out")
     p.add_argument("--out", default=None, help="file to write (default: stdout); an existing "
                    "file is replaced only if dmmlkd wrote it, unchanged")
     p.add_argument("--force", action="store_true",
@@ -57,11 +58,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def written_by_dmmlkd(path: Path) -> bool:
-    """The file reads as a problem and holds exactly the bytes `generate` writes for it."""
-    from dmmlkd.allocator.io import dumps_problem, read_problem
+    """The file reads as a problem and holds exactly the bytes `generate` writes for it (a
+    columnar .npz: it reads as a problem file dmmlkd wrote, with its version stamp)."""
+    import numpy as np
 
-    fmt = "json" if path.suffix.lower() == ".json" else "toml"
+    from dmmlkd.allocator.io import dumps_problem, format_of, read_problem
+
+    fmt = format_of(path)
     try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as data:
+                stamped = "dmmlkd_problem_version" in data.files
+            return stamped and read_problem(path) is not None
         return dumps_problem(read_problem(path), fmt) == path.read_text(encoding="utf-8")
     except (ValueError, OSError):  # not a problem file (ProblemError is a ValueError), unreadable
         return False
@@ -70,8 +78,13 @@ def written_by_dmmlkd(path: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Generate and write."""
     from dmmlkd.allocator import generate_problem
-    from dmmlkd.allocator.io import atomic_write_text, dumps_problem
+    from dmmlkd.allocator.errors import ProblemError
+    from dmmlkd.allocator.io import atomic_write_text, dumps_problem, format_of, write_problem_npz
     from dmmlkd.userio.owned import check_replaceable
+
+    fmt = args.format or format_of(args.out)
+    if fmt == "npz" and not args.out:
+        raise ProblemError("--format npz writes a binary file: give --out FILE.npz")
 
     if args.out:
         check_replaceable(args.out, args.force, written_by_dmmlkd)
@@ -82,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
         mu=args.mu, epsilon=args.epsilon, tau_min=args.tau_min, tau_max=args.tau_max,
         cpu_levels=args.cpu_levels, deadline=args.deadline,
     )
-    fmt = args.format or ("json" if (args.out or "").lower().endswith(".json") else "toml")
+    if fmt == "npz":
+        write_problem_npz(problem, args.out)
+        print(f"wrote {args.out}: {problem.summary()}", file=sys.stderr)
+        return 0
     text = dumps_problem(problem, fmt)
     if args.out:
         atomic_write_text(args.out, text)

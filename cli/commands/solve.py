@@ -8,23 +8,23 @@ import math
 from typing import Any
 
 from dmmlkd.cli.options import DeprecatedAlias
-from dmmlkd.userio.options import DEFAULTS, SCOPES, SOLVERS
+from dmmlkd.userio.options import DEFAULTS, SCOPES, SOLVE_TIME_LIMIT_S, SOLVERS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register `solve`."""
-    p = sub.add_parser("solve", help="solve an allocation problem file (TOML or JSON)",
+    p = sub.add_parser("solve", help="solve an allocation problem file (TOML, JSON or .npz)",
                        description="Solve an allocation problem: per device and modality, how "
                        "many local iterations to run next round.")
-    p.add_argument("file", help="problem file (.toml or .json)")
+    p.add_argument("file", help="problem file (.toml, .json, or columnar .npz)")
     p.add_argument("--solver", default=DEFAULTS.solver, choices=SOLVERS,
                    help=f"the allocator's algorithm (default {DEFAULTS.solver})")
     p.add_argument("--method", dest="solver", choices=SOLVERS, action=DeprecatedAlias,
                    help="old name of --solver (prints a deprecation line)")
     p.add_argument("--scope", choices=SCOPES, help="override the file's scope")
-    p.add_argument("--time-limit", type=float, default=None, metavar="S",
+    p.add_argument("--time-limit", type=float, default=SOLVE_TIME_LIMIT_S, metavar="S",
                    help="seconds for the exact solver (best solution and honest gap after it; "
-                   "default: no limit)")
+                   f"default {SOLVE_TIME_LIMIT_S:g}, printed with the status)")
     p.add_argument("--mip-gap", type=float, default=DEFAULTS.mip_gap, metavar="G",
                    help=f"relative gap at which exact stops (default {DEFAULTS.mip_gap:g})")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table",
@@ -41,10 +41,14 @@ def render_table(allocation: Any, max_devices: int = 25) -> str:
     """A readable summary: status line, objective/bound/gap, balance, then the tau table."""
     p = allocation.problem
     s = allocation.summary()
+    limit = allocation.info.get("time_limit_s")
+    limit_text = f" (time limit {limit:g} s)" if limit is not None else ""
+    certificate = allocation.info.get("certificate")
     lines = [
         f"{p.summary()}",
-        f"solver {s['solver']}: {s['status']}   objective {_fmt(s['objective'])}   "
-        f"bound {_fmt(s['bound'])}   gap {_fmt(s['gap'], '.4%')}",
+        f"solver {s['solver']}: {s['status']}{limit_text}   objective {_fmt(s['objective'])}   "
+        f"bound {_fmt(s['bound'])}   gap {_fmt(s['gap'], '.4%')}"
+        + (f"   certificate: {certificate}" if certificate else ""),
         f"time: build {s['build_time_s']:.3f} s, solve {s['solve_time_s']:.3f} s   "
         f"energy {s['energy_total_j']:.4g} J of {s['budget_total_j']:.4g} J budget",
         f"imbalance (max/min progress): worst device {_fmt(s['imbalance_device'], '.3f')}, "
