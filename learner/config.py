@@ -22,6 +22,7 @@ from typing import Any
 
 from dmmlkd.learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.fleet import PLACEMENTS, check_fleet
 from dmmlkd.userio import read_toml
 
 SEED_LIMIT = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
@@ -149,9 +150,22 @@ class TrainConfig:
     method: str = setting("dmml-kd", "learning method: dpsgd, dmml-kd, dmml-kd-balance, ogm-ge, ...",
                           check=_known_method)
     battery_j: float | None = setting(None, "J per device (None: exactly enough for uniform "
-                                      "local_iters every round)", low=0, low_open=True, high=1e12)
-    battery_scale: float = setting(1.0, "multiplies the automatic battery", low=0, low_open=True,
+                                      "local_iters every round; a longtail fleet draws a "
+                                      "multiple of it, a trace gives its own)", low=0,
+                                      low_open=True, high=1e12)
+    battery_scale: float = setting(1.0, "multiplies the automatic (or fleet) battery", low=0, low_open=True,
                                    high=1e6)
+    # fleets (learner/fleet.py)
+    fleet: str = setting("uniform", "devices: uniform (f_max uniform 0.5-2 GHz, every battery "
+                         "the automatic one, always present), longtail (long-tailed f_max, link "
+                         "distance and battery, churn), or trace:PATH.csv (columns device,cpu_hz,"
+                         "battery_j[,distance_m][,bandwidth_hz][,available])", check=check_fleet)
+    fleet_churn: float = setting(0.1, "longtail: chance a present device leaves in a round "
+                                 "(an absent one returns with 0.5; 0: always present)", low=0,
+                                 high=1)
+    fleet_placement: str = setting("any", "which devices hold the last view: any (availability "
+                                   "decides) or low-battery (only the half with the smallest "
+                                   "batteries: a weak sensor on wearables)", choices=PLACEMENTS)
     seed: int = setting(0, "seed of data, partition, topology, models and batches", low=0,
                         high=SEED_LIMIT, high_open=True)
     threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
@@ -375,6 +389,12 @@ def _check_relations(c: TrainConfig) -> None:
             # ± d schedule can cost what uniform costs.
             raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
                               f"(got {c.fusion_rule!r})")
+    if c.battery_j is not None and c.fleet != "uniform":
+        raise ConfigError(f"battery_j cannot be combined with fleet {c.fleet!r} (the fleet sets "
+                          f"each battery; scale them with battery_scale)")
+    if c.fleet_placement != "any" and c.fleet == "uniform":
+        raise ConfigError(f"fleet_placement {c.fleet_placement!r} needs unequal batteries "
+                          f"(fleet longtail or trace:PATH)")
     if not c.tau_min <= c.tau_max:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:
