@@ -31,6 +31,12 @@ def policy_for(config: TrainConfig) -> Any:
                                    scope=config.scope, delta=config.delta, mu=config.mu,
                                    budget_rule=config.budget_rule,
                                    time_limit=config.solver_time_limit)
+    if config.method == "dmml-kd-fleet":  # horizon-aware allocator for fleets: bridge/fleet.py
+        from dmmlkd.bridge.fleet import FleetAllocatorPolicy
+
+        return FleetAllocatorPolicy(returns=config.fleet_returns, split=config.fleet_split,
+                                    solver=config.solver, delta=config.delta, mu=config.mu,
+                                    time_limit=config.solver_time_limit)
     from dmmlkd.bridge.policies import AllocatorPolicy
 
     return AllocatorPolicy(method=config.solver, scope=config.scope, delta=config.delta,

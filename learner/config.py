@@ -189,9 +189,10 @@ class TrainConfig:
     modality_dropout: float | None = setting(
         None, "drop held views from the fused prediction while training (None: 0.3 when some "
         "device misses a view, else 0)", low=0, high=1, high_open=True)
-    dropout_rate: float = setting(0.3, "modality dropout of the methods built on it "
+    dropout_rate: float = setting(0.5, "modality dropout of the methods built on it "
                                   "(modality-dropout, dmml-kd-balance-dropout) unless "
-                                  "modality_dropout is set", low=0, high=1, high_open=True)
+                                  "modality_dropout is set (0.5: tuned on validation, "
+                                  "docs/results.md)", low=0, high=1, high_open=True)
     fusion_rule: str = setting("training", "'training': only encoders still training feed the "
                                "fusion; 'all': every held encoder (DESIGN.md)",
                                choices=("all", "training"))
@@ -200,10 +201,11 @@ class TrainConfig:
     generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
     speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
                                 low_open=True, high=1)
-    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+    signal: str = setting("confidence", "balance signal the allocator sees as a modality's speed: "
                           "variation (the paper's relative parameter variation per iteration) or "
                           "confidence (the common classifier's true-class probability from that "
-                          "modality alone, OGM-GE style)", choices=SIGNALS)
+                          "modality alone, OGM-GE style; tuned on validation, docs/results.md)",
+                          choices=SIGNALS)
     schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
                                    high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
@@ -212,7 +214,8 @@ class TrainConfig:
                                       "fractions of its drawn f_max (must include 1.0)", low=0,
                                       low_open=True, high=1, nonempty=True)
     deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
-                                           "uniform local_iters at f_max), none, or seconds",
+                                           "uniform local_iters at f_max), auto:F (F x auto; F < 1 "
+                                           "makes slow devices stragglers), none, or seconds",
                                            check=parse_deadline)
     # allocator options (used by dmml-kd-balance; wired in studies/)
     solver: str = setting("heuristic", "allocator for dmml-kd-balance", choices=SOLVERS)
@@ -223,6 +226,12 @@ class TrainConfig:
                         high=1e9)
     budget_rule: str = setting("even", "round budget: even (battery over remaining rounds) or all",
                                choices=BUDGET_RULES)
+    fleet_returns: float = setting(0.5, "dmml-kd-fleet: a round of tau local iterations is "
+                                   "worth tau^fleet_returns (diminishing returns between two "
+                                   "gossip exchanges; 1: none)", low=0, low_open=True, high=1)
+    fleet_split: str = setting("uniform", "dmml-kd-fleet: the planned round over a device's "
+                               "views: uniform (same tau) or balance (the paper's balance "
+                               "objective, device scope)", choices=("uniform", "balance"))
     solver_time_limit: float = setting(10.0, "seconds for the exact allocator per round", low=0,
                                        low_open=True, high=1e6)
     # synthetic data options

@@ -57,6 +57,10 @@ _METHODS: dict[str, MethodSpec] = {
                                  policy="uniform-pacing", description="control: dmml-kd, each "
                                  "device's battery spread evenly over the remaining rounds, "
                                  "uniform tau, lowest CPU level meeting the deadline"),
+    "dmml-kd-fleet": MethodSpec("dmml-kd-fleet", decomposition=True, kd=True, policy="external",
+                                description="the allocator for fleets: each battery planned over "
+                                "the remaining rounds (tau per round priced against the "
+                                "broadcast, sitting rounds out), CPU levels and the deadline"),
     "dmml-kd-balance-dvfs": MethodSpec("dmml-kd-balance-dvfs", decomposition=True, kd=True,
                                        policy="external", description="the allocator setting tau "
                                        "and CPU level under the deadline, on uniform-dvfs's energy"),

@@ -67,6 +67,7 @@ def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True
             "battery_total_j": summary["battery_total_j"],
             "sim_time_s": summary["sim_time_s"],  # simulated clock (learner/clock.py)
             "dropped": len(summary["dropped_devices"]),
+            "depleted": len(summary.get("depleted_devices", [])),  # ran out for good
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })
     return history, rows, pd.DataFrame(finals)
@@ -92,7 +93,7 @@ def _tqdm(it: Any, total: int, enabled: bool) -> Any:
 
 def final_table(finals: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per method (strings, for printing)."""
-    cols = [c for c in finals.columns if c not in ("method", "seed", "dropped")]
+    cols = [c for c in finals.columns if c not in ("method", "seed", "dropped", "depleted")]
     out = []
     for method, group in finals.groupby("method", sort=False):
         row = {"method": method, "seeds": len(group)}
