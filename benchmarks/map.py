@@ -36,17 +36,17 @@ from dmmlkd.studies.compare import default_jobs, run_configs
 CONTROLS = ("dmml-kd", "uniform-dvfs", "uniform-pacing", "random-schedule", "modality-dropout")
 ALLOCATOR = "dmml-kd-fleet"
 TUNE_PAIR = ("fac", "zer")
-TUNE_GRID = {"fleet_returns": (0.5, 1.0), "fleet_split": ("uniform", "balance")}
+TUNE_GRID: dict[str, tuple[Any, ...]] = {"fleet_returns": (0.5, 1.0), "fleet_split": ("uniform", "balance")}
 # The grid run for docs/where-allocation-pays.md and the full documented one.
-SMALL = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5),
+SMALL: dict[str, Any] = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5),
          "deadline": ("auto", "auto:0.5"),
          "pairs": (("kar", "zer"), ("pix", "mor"), ("fou", "kar"))}
-FULL = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5, 0.25),
+FULL: dict[str, Any] = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5, 0.25),
         "deadline": ("auto", "auto:0.5", "auto:0.25"),
         "pairs": (("kar", "zer"), ("pix", "mor"), ("fou", "kar"), ("fou", "mor"),
                   ("fac", "mor"), ("zer", "mor"))}
-BASE = {"dataset": "mfeat", "devices": 8, "rounds": 20, "alpha": 0.5}
-FULL_BASE = {"dataset": "mfeat", "devices": 16, "rounds": 30, "alpha": 0.5}
+BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 8, "rounds": 20, "alpha": 0.5}
+FULL_BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 16, "rounds": 30, "alpha": 0.5}
 
 
 def tune(base: TrainConfig, seeds: list[int], jobs: int) -> tuple[dict[str, Any], pd.DataFrame]:

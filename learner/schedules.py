@@ -147,7 +147,7 @@ def uniform_options(state: RoundState) -> UniformOptions:
     f = np.take_along_axis(levels, level, axis=1)  # (K, T)
     cost = taus[None, :] * per_iter_j[:, None] * clock.energy_scale(f, state.cpu_hz[:, None]) \
         + state.comm_j[:, None]
-    return UniformOptions(taus, f, cost, ok.any(axis=2))
+    return UniformOptions(taus, f, cost, np.asarray(ok.any(axis=2), bool))
 
 
 def uniform_pacing_policy(state: RoundState) -> PolicyDecision:
@@ -159,17 +159,18 @@ def uniform_pacing_policy(state: RoundState) -> PolicyDecision:
     round out and saves the energy for later rounds; when no level meets the deadline even for
     tau_min, it runs tau_min at f_max (late, logged by the loop).
     """
-    holds = state.holds & state.active[:, None]
+    holds = np.asarray(state.holds & state.active[:, None], bool)
     opts = uniform_options(state)
     share = budget_limit_j(state.battery_j / max(state.rounds_total - state.round, 1))
-    allowed = opts.on_time.copy()
+    allowed = np.array(opts.on_time, bool)
     allowed[:, 0] = True  # tau_min runs even when late
-    ok = allowed & (opts.cost_j <= share[:, None]) & holds.any(axis=1)[:, None]
+    trains = np.asarray(holds.any(axis=1), bool)
+    ok = allowed & (opts.cost_j <= share[:, None]) & trains[:, None]
     best = np.where(ok.any(axis=1), ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
     rows = np.arange(holds.shape[0])
     tau = np.where(best >= 0, opts.taus[np.maximum(best, 0)], 0)
     assert state.cpu_hz is not None
     cpu = np.where(best >= 0, opts.cpu_hz[rows, np.maximum(best, 0)], state.cpu_hz)
-    sitting = int((holds.any(axis=1) & (best < 0)).sum())
+    sitting = int((trains & (best < 0)).sum())
     return PolicyDecision(np.where(holds, tau[:, None], 0).astype(np.int64),
                           {"policy": "uniform-pacing", "sitting_out": sitting}, cpu_hz=cpu)
