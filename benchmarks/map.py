@@ -45,7 +45,7 @@ FULL: dict[str, Any] = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0,
         "deadline": ("auto", "auto:0.5", "auto:0.25"),
         "pairs": (("kar", "zer"), ("pix", "mor"), ("fou", "kar"), ("fou", "mor"),
                   ("fac", "mor"), ("zer", "mor"))}
-BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 8, "rounds": 20, "alpha": 0.5}
+BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 8, "rounds": 15, "alpha": 0.5}
 FULL_BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 16, "rounds": 30, "alpha": 0.5}
 
 
