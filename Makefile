@@ -39,10 +39,11 @@ results: setup
 	$(PY) -m dmmlkd.benchmarks.results --out docs/results.md
 
 # docs/where-allocation-pays.md's map: the allocator for fleets against every control over
-# fleet x battery x deadline x view pair, 5 seeds (~30 min on 2 busy cores); `--full` for the
-# documented full grid (16 devices, 30 rounds, 6 pairs, 3 batteries, 3 deadlines).
+# fleet x battery x deadline x view pair, 5 seeds (~30 min on 2 busy cores), then the pairs
+# where fusion has room; `--grid full` is the documented full grid (16 devices, 30 rounds).
 map: setup
 	$(PY) -m dmmlkd.benchmarks.map --out runs/map
+	$(PY) -m dmmlkd.benchmarks.map --grid room --out runs/map-room
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

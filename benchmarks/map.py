@@ -1,7 +1,8 @@
 """Where allocation pays: the allocator for fleets against every allocator-free control.
 
     python -m dmmlkd.benchmarks.map --out runs/map            # the grid run for docs/
-    python -m dmmlkd.benchmarks.map --full --out runs/map-full  # the documented full grid
+    python -m dmmlkd.benchmarks.map --grid room --out runs/map-room  # pairs with room to fuse
+    python -m dmmlkd.benchmarks.map --grid full --out runs/map-full  # the documented full grid
     python -m dmmlkd.benchmarks.map --from-csv runs/map/runs.csv --out runs/map   # re-render
 
 Stage 1 tunes `dmml-kd-fleet` (fleet_returns x fleet_split) on the validation split of the
@@ -41,10 +42,14 @@ TUNE_GRID: dict[str, tuple[Any, ...]] = {"fleet_returns": (0.5, 1.0), "fleet_spl
 SMALL: dict[str, Any] = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5),
          "deadline": ("auto", "auto:0.5"),
          "pairs": (("kar", "zer"), ("pix", "mor"), ("fou", "kar"))}
+# The pairs where fusion has the most room (centralized ceilings, docs/where-allocation-pays.md).
+ROOM: dict[str, Any] = {"fleet": ("longtail",), "battery_scale": (1.0, 0.5), "deadline": ("auto",),
+                        "pairs": (("fou", "zer"), ("fou", "mor"), ("zer", "mor"))}
 FULL: dict[str, Any] = {"fleet": ("uniform", "longtail"), "battery_scale": (1.0, 0.5, 0.25),
-        "deadline": ("auto", "auto:0.5", "auto:0.25"),
-        "pairs": (("kar", "zer"), ("pix", "mor"), ("fou", "kar"), ("fou", "mor"),
-                  ("fac", "mor"), ("zer", "mor"))}
+                        "deadline": ("auto", "auto:0.5", "auto:0.25"),
+                        "pairs": (("fou", "zer"), ("fou", "mor"), ("zer", "mor"), ("fou", "kar"),
+                                  ("kar", "zer"), ("pix", "mor"))}
+GRIDS = {"small": SMALL, "room": ROOM, "full": FULL}
 BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 8, "rounds": 15, "alpha": 0.5}
 FULL_BASE: dict[str, Any] = {"dataset": "mfeat", "devices": 16, "rounds": 30, "alpha": 0.5}
 
@@ -205,7 +210,9 @@ def heatmap(v: pd.DataFrame, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/map")
-    parser.add_argument("--full", action="store_true", help="the full grid (16 devices, 30 rounds)")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="small",
+                        help="small (the docs' run), room (pairs where fusion has room), full "
+                             "(16 devices, 30 rounds)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tune-seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=default_jobs())
@@ -218,10 +225,9 @@ def main() -> None:
         runs = pd.read_csv(args.from_csv)
         meta = json.loads((Path(args.from_csv).parent / "meta.json").read_text())
     else:
-        base = TrainConfig(**(FULL_BASE if args.full else BASE)).validate()
+        base = TrainConfig(**(FULL_BASE if args.grid == "full" else BASE)).validate()
         knobs, tuning = tune(base, list(range(100, 100 + args.tune_seeds)), args.jobs)
-        runs = run_grid(base, FULL if args.full else SMALL, list(range(args.seeds)), knobs,
-                        args.jobs)
+        runs = run_grid(base, GRIDS[args.grid], list(range(args.seeds)), knobs, args.jobs)
         runs.to_csv(out / "runs.csv", index=False)
         meta = {"knobs": knobs, "tuning": tuning.to_dict("records"),
                 "wall_s": time.perf_counter() - t0, "jobs": args.jobs,
