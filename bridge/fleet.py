@@ -58,7 +58,7 @@ def horizon_plan(cost_j: NDArray[np.float64], allowed: NDArray[np.bool_], taus: 
 class FleetAllocatorPolicy:
     """Horizon-aware, deadline-aware allocation for fleets with batteries that run out."""
 
-    returns: float = 0.5  # gamma: a round of tau local iterations is worth tau^gamma
+    returns: float = 1.0  # gamma: a round of tau local iterations is worth tau^gamma (tuned)
     split: str = "uniform"  # "uniform" or "balance" (the paper's objective over the views)
     solver: str = "heuristic"
     delta: float = 0.1

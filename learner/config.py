@@ -226,9 +226,10 @@ class TrainConfig:
                         high=1e9)
     budget_rule: str = setting("even", "round budget: even (battery over remaining rounds) or all",
                                choices=BUDGET_RULES)
-    fleet_returns: float = setting(0.5, "dmml-kd-fleet: a round of tau local iterations is "
+    fleet_returns: float = setting(1.0, "dmml-kd-fleet: a round of tau local iterations is "
                                    "worth tau^fleet_returns (diminishing returns between two "
-                                   "gossip exchanges; 1: none)", low=0, low_open=True, high=1)
+                                   "gossip exchanges; 1: none, tuned on validation in "
+                                   "docs/where-allocation-pays.md)", low=0, low_open=True, high=1)
     fleet_split: str = setting("uniform", "dmml-kd-fleet: the planned round over a device's "
                                "views: uniform (same tau) or balance (the paper's balance "
                                "objective, device scope)", choices=("uniform", "balance"))
