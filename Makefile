@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-slow test-all run lint bench results clean
+.PHONY: setup test test-slow test-all run lint bench results map clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,13 @@ bench: setup
 # docs/results.md from scratch (every table produced by the code; ~20 min on 2 idle cores).
 results: setup
 	$(PY) -m dmmlkd.benchmarks.results --out docs/results.md
+
+# docs/where-allocation-pays.md's map: the allocator for fleets against every control over
+# fleet x battery x deadline x view pair, 5 seeds (~30 min on 2 busy cores), then the pairs
+# where fusion has room; `--grid full` is the documented full grid (16 devices, 30 rounds).
+map: setup
+	$(PY) -m dmmlkd.benchmarks.map --out runs/map
+	$(PY) -m dmmlkd.benchmarks.map --grid room --out runs/map-room
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -29,6 +29,11 @@ def policy_for(config: TrainConfig) -> Any:
 
         return DvfsAllocatorPolicy(options=config.allocator_options(),
                                    budget_rule=config.budget_rule)
+    if config.method == "dmml-kd-fleet":  # horizon-aware allocator for fleets: bridge/fleet.py
+        from dmmlkd.bridge.fleet import FleetAllocatorPolicy
+
+        return FleetAllocatorPolicy(returns=config.fleet_returns, split=config.fleet_split,
+                                    options=config.allocator_options())
     from dmmlkd.bridge.policies import AllocatorPolicy
 
     return AllocatorPolicy(options=config.allocator_options(), budget_rule=config.budget_rule)

@@ -116,18 +116,21 @@ def check_cpu_hz(cpu_hz: ArrayLike | None, levels_hz: ArrayLike, devices: Sequen
 
 
 def resolve_deadline(deadline: Any, uniform_round_time_s: float) -> float | None:
-    """The run's round deadline in seconds: ``"auto"`` = uniform tau at f_max's round time,
+    """The run's round deadline in seconds: ``"auto"`` = uniform tau at f_max's round time
+    (of the slowest device), ``"auto:F"`` = F times that,
     ``"none"``/None = no deadline, a number = that many seconds."""
     if deadline is None or (isinstance(deadline, str) and deadline.strip().lower() == "none"):
         return None
     if isinstance(deadline, str) and deadline.strip().lower() == "auto":
         return float(uniform_round_time_s)
+    if isinstance(deadline, str) and deadline.strip().lower().startswith("auto:"):
+        return float(deadline.strip()[5:]) * float(uniform_round_time_s)
     value = parse_deadline(deadline)
     return None if value is None or isinstance(value, str) else float(value)
 
 
 def parse_deadline(deadline: Any) -> float | str | None:
-    """Validate a deadline setting: "auto", "none"/None, or a positive finite number of seconds
+    """Validate a deadline setting: "auto", "auto:F" (F x auto), "none"/None, or seconds > 0
     (a numeric string from the command line is accepted); the one rule of
     `dmmlkd.userio.options.parse_deadline`. ConfigError otherwise."""
     return _parse_deadline(deadline, ConfigError, auto=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from dmmlkd.learner.clock import DEFAULT_CPU_LEVELS, parse_deadline, validate_levels
 from dmmlkd.learner.errors import ConfigError
+from dmmlkd.learner.fleet import PLACEMENTS, check_fleet
 from dmmlkd.userio import read_toml
 from dmmlkd.userio.options import BUDGET_RULES, DEFAULTS, SCOPES, SOLVERS, AllocatorOptions
 from dmmlkd.userio.toml import check_tables
@@ -152,9 +153,22 @@ class TrainConfig:
     method: str = setting("dmml-kd", "learning method: dpsgd, dmml-kd, dmml-kd-balance, ogm-ge, ...",
                           check=_known_method)
     battery_j: float | None = setting(None, "J per device (None: exactly enough for uniform "
-                                      "local_iters every round)", low=0, low_open=True, high=1e12)
-    battery_scale: float = setting(1.0, "multiplies the automatic battery", low=0, low_open=True,
+                                      "local_iters every round; a longtail fleet draws a "
+                                      "multiple of it, a trace gives its own)", low=0,
+                                      low_open=True, high=1e12)
+    battery_scale: float = setting(1.0, "multiplies the automatic (or fleet) battery", low=0, low_open=True,
                                    high=1e6)
+    # fleets (learner/fleet.py)
+    fleet: str = setting("uniform", "devices: uniform (f_max uniform 0.5-2 GHz, every battery "
+                         "the automatic one, always present), longtail (long-tailed f_max, link "
+                         "distance and battery, churn), or trace:PATH.csv (columns device,cpu_hz,"
+                         "battery_j[,distance_m][,bandwidth_hz][,available])", check=check_fleet)
+    fleet_churn: float = setting(0.1, "longtail: chance a present device leaves in a round "
+                                 "(an absent one returns with 0.5; 0: always present)", low=0,
+                                 high=1)
+    fleet_placement: str = setting("any", "which devices hold the last view: any (availability "
+                                   "decides) or low-battery (only the half with the smallest "
+                                   "batteries: a weak sensor on wearables)", choices=PLACEMENTS)
     seed: int = setting(0, "seed of data, partition, topology, models and batches", low=0,
                         high=SEED_LIMIT, high_open=True)
     threads: int = setting(1, "torch intra-op threads (tiny matrices: 1 is fastest on CPU)",
@@ -178,9 +192,10 @@ class TrainConfig:
     modality_dropout: float | None = setting(
         None, "drop held views from the fused prediction while training (None: 0.3 when some "
         "device misses a view, else 0)", low=0, high=1, high_open=True)
-    dropout_rate: float = setting(0.3, "modality dropout of the methods built on it "
+    dropout_rate: float = setting(0.5, "modality dropout of the methods built on it "
                                   "(modality-dropout, dmml-kd-balance-dropout) unless "
-                                  "modality_dropout is set", low=0, high=1, high_open=True)
+                                  "modality_dropout is set (0.5: tuned on validation, "
+                                  "docs/results.md)", low=0, high=1, high_open=True)
     fusion_rule: str = setting("training", "'training': only encoders still training feed the "
                                "fusion; 'all': every held encoder (DESIGN.md)",
                                choices=("all", "training"))
@@ -189,10 +204,11 @@ class TrainConfig:
     generator_lr: float = setting(1e-3, "generator learning rate", low=0, low_open=True, high=10)
     speed_beta: float = setting(0.5, "smoothing of the measured training speed", low=0,
                                 low_open=True, high=1)
-    signal: str = setting("variation", "balance signal the allocator sees as a modality's speed: "
+    signal: str = setting("confidence", "balance signal the allocator sees as a modality's speed: "
                           "variation (the paper's relative parameter variation per iteration) or "
                           "confidence (the common classifier's true-class probability from that "
-                          "modality alone, OGM-GE style)", choices=SIGNALS)
+                          "modality alone, OGM-GE style; tuned on validation, docs/results.md)",
+                          choices=SIGNALS)
     schedule_spread: int = setting(1, "random-schedule: tau = local_iters ± schedule_spread", low=0,
                                    high=10_000)
     ogm_alpha: float = setting(0.5, "OGM-GE modulation strength", low=0, high=1000)
@@ -201,7 +217,8 @@ class TrainConfig:
                                       "fractions of its drawn f_max (must include 1.0)", low=0,
                                       low_open=True, high=1, nonempty=True)
     deadline: float | str | None = setting("auto", "round deadline: auto (the round time of "
-                                           "uniform local_iters at f_max), none, or seconds",
+                                           "uniform local_iters at f_max), auto:F (F x auto; F < 1 "
+                                           "makes slow devices stragglers), none, or seconds",
                                            check=parse_deadline)
     # allocator options (used by dmml-kd-balance; wired in bridge/): defaults and solver names
     # are the allocator's own (userio.options.AllocatorOptions), see allocator_options()
@@ -214,6 +231,13 @@ class TrainConfig:
                         low=0, high=1e9)
     budget_rule: str = setting("even", "round budget: even (battery over remaining rounds) or all",
                                choices=BUDGET_RULES)
+    fleet_returns: float = setting(1.0, "dmml-kd-fleet: a round of tau local iterations is "
+                                   "worth tau^fleet_returns (diminishing returns between two "
+                                   "gossip exchanges; 1: none, tuned on validation in "
+                                   "docs/where-allocation-pays.md)", low=0, low_open=True, high=1)
+    fleet_split: str = setting("uniform", "dmml-kd-fleet: the planned round over a device's "
+                               "views: uniform (same tau) or balance (the paper's balance "
+                               "objective, device scope)", choices=("uniform", "balance"))
     solver_time_limit: float = setting(DEFAULTS.time_limit, "seconds for the exact allocator per "
                                        "round", low=0, low_open=True, high=1e6)
     # synthetic data options
@@ -386,6 +410,12 @@ def _check_relations(c: TrainConfig) -> None:
             # ± d schedule can cost what uniform costs.
             raise ConfigError(f"fusion_rule must be 'training' for {c.method} "
                               f"(got {c.fusion_rule!r})")
+    if c.battery_j is not None and c.fleet != "uniform":
+        raise ConfigError(f"battery_j cannot be combined with fleet {c.fleet!r} (the fleet sets "
+                          f"each battery; scale them with battery_scale)")
+    if c.fleet_placement != "any" and c.fleet == "uniform":
+        raise ConfigError(f"fleet_placement {c.fleet_placement!r} needs unequal batteries "
+                          f"(fleet longtail or trace:PATH)")
     if not c.tau_min <= c.tau_max:
         raise ConfigError(f"need tau_min <= tau_max (got {c.tau_min}, {c.tau_max})")
     if not c.tau_min <= c.local_iters <= c.tau_max:

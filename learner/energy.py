@@ -32,6 +32,7 @@ from dmmlkd.metrics.energy import (
     communication_time_s,
     computation_energy_j,
     iteration_energy_j,
+    path_gain,
     round_cycles,
 )
 
@@ -124,16 +125,24 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
                  cpu_range_hz: tuple[float, float] = CPU_RANGE_HZ, tx_power_w: float = TX_POWER_W,
                  bandwidth_hz: float = BANDWIDTH_HZ, fusion_rule: str = "training",
                  block_cycles: list[float] | None = None,
-                 cpu_levels: Sequence[float] = clock.DEFAULT_CPU_LEVELS) -> EnergyProfile:
+                 cpu_levels: Sequence[float] = clock.DEFAULT_CPU_LEVELS,
+                 cpu_hz: NDArray[np.float64] | None = None,
+                 distance_m: NDArray[np.float64] | None = None,
+                 bandwidths_hz: NDArray[np.float64] | None = None) -> EnergyProfile:
     """Heterogeneous devices: CPU frequency drawn per device (its f_max; ``cpu_levels`` are
     fractions of it); links from the topology.
 
     ``block_cycles``: forward cycles per sample of each block (None: 2 x its parameters, the
     count for fully-connected blocks); communication always sends the parameters.
+    A fleet (learner/fleet.py) may fix ``cpu_hz`` (f_max), the broadcast ``distance_m`` (instead
+    of the topology's farthest neighbour) and per-device ``bandwidths_hz``.
     """
     rng = np.random.default_rng(seed + 104_729)
     holds = np.asarray(holds, bool)
-    cpu = np.asarray(rng.uniform(*cpu_range_hz, size=holds.shape[0]), dtype=np.float64)
+    cpu = np.asarray(rng.uniform(*cpu_range_hz, size=holds.shape[0]), dtype=np.float64) \
+        if cpu_hz is None else np.asarray(cpu_hz, np.float64)
+    band: NDArray[np.float64] | float = bandwidth_hz if bandwidths_hz is None \
+        else np.asarray(bandwidths_hz, np.float64)
     cycles = (2.0 * np.asarray(block_params, float) if block_cycles is None
               else np.asarray(block_cycles, float))
     forward = np.where(holds, iteration_energy_j(DEFAULT_CAPACITANCE, cpu[:, None], batch_size,
@@ -141,10 +150,10 @@ def make_profile(holds: NDArray[np.bool_], block_params: list[int], shared_param
     backward = BACKWARD_CYCLES_FACTOR * forward
     bits = PARAMETER_BITS * (np.where(holds, np.asarray(block_params, float), 0.0).sum(axis=1)
                              + shared_params)
-    gain = weakest_link_gain(topology)
-    comm = communication_energy_j(tx_power_w, bits, gain, bandwidth_hz)
+    gain = weakest_link_gain(topology) if distance_m is None else path_gain(distance_m)
+    comm = communication_energy_j(tx_power_w, bits, gain, band)
     cycles_fwd = np.where(holds, cycles[None, :], 0.0)
     return EnergyProfile(forward, backward, comm, cpu, fusion_rule, cycles_forward=cycles_fwd,
                          cycles_backward=BACKWARD_CYCLES_FACTOR * cycles_fwd, batch_size=batch_size,
-                         comm_s=communication_time_s(tx_power_w, bits, gain, bandwidth_hz),
+                         comm_s=communication_time_s(tx_power_w, bits, gain, band),
                          cpu_levels_hz=clock.cpu_levels_hz(cpu, cpu_levels))

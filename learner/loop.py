@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from dmmlkd.learner.data import MultiViewDataset, load_dataset
 from dmmlkd.learner.energy import EnergyProfile, make_profile
 from dmmlkd.learner.errors import ConfigError
 from dmmlkd.learner.evaluate import eval_devices, evaluate
+from dmmlkd.learner.fleet import Fleet, fleet_battery_rank, make_fleet, place_views
 from dmmlkd.learner.generator import Generator, train_generator
 from dmmlkd.learner.gossip import gossip_rows, mixing
 from dmmlkd.learner.local import (
@@ -46,7 +47,12 @@ from dmmlkd.learner.methods import MethodSpec, get_method
 from dmmlkd.learner.models import Network
 from dmmlkd.learner.partition import dirichlet_partition, modality_availability
 from dmmlkd.learner.policy import Policy, PolicyDecision, RoundState, as_decision
-from dmmlkd.learner.schedules import RandomSchedule, uniform_dvfs_policy, uniform_policy
+from dmmlkd.learner.schedules import (
+    RandomSchedule,
+    uniform_dvfs_policy,
+    uniform_pacing_policy,
+    uniform_policy,
+)
 from dmmlkd.learner.topology import Topology, make_topology
 from dmmlkd.metrics.balance import balance
 from dmmlkd.metrics.energy import fits_budget
@@ -69,6 +75,7 @@ class Setup:
     profile: EnergyProfile
     battery_j: NDArray[np.float64]
     deadline_s: float | None = None  # the round deadline (learner/clock.py), None: no deadline
+    fleet: Fleet = field(default_factory=lambda: Fleet("uniform"))  # learner/fleet.py
 
 
 def build(config: TrainConfig) -> Setup:
@@ -87,6 +94,8 @@ def build(config: TrainConfig) -> Setup:
         mode = "random" if config.missing_rate > 0 else "all"
     holds = modality_availability(K, data.views, mode, config.missing_rate, config.pattern,
                                   config.seed)
+    fleet = make_fleet(config.fleet, K, config.rounds, config.seed, config.fleet_churn)
+    holds = place_views(holds, fleet_battery_rank(fleet, K), config.fleet_placement)
     topology = make_topology(config.topology, K, config.seed, p=config.topology_p,
                              radius_m=config.topology_radius_m)
     encoders = config.encoders or {}
@@ -101,18 +110,24 @@ def build(config: TrainConfig) -> Setup:
         if method.kd else None
     profile = make_profile(holds, net.block_sizes(), net.shared_size(), topology,
                            config.batch_size, config.seed, fusion_rule=config.fusion_rule,
-                           block_cycles=net.block_cycles(), cpu_levels=config.cpu_levels)
+                           block_cycles=net.block_cycles(), cpu_levels=config.cpu_levels,
+                           cpu_hz=fleet.cpu_hz, distance_m=fleet.distance_m,
+                           bandwidths_hz=fleet.bandwidth_hz)
     if config.battery_j is not None:
         battery = np.full(K, float(config.battery_j))
+    elif fleet.battery_j is not None:
+        battery = config.battery_scale * fleet.battery_j
     else:
         # Exactly what uniform local_iters costs over all rounds, so every method gets the
-        # same energy and uniform spends all of it.
+        # same energy and uniform spends all of it (a longtail fleet: a drawn multiple of it).
         uniform = profile.round_cost(np.where(holds, config.local_iters, 0), holds)
         battery = config.battery_scale * config.rounds * uniform
+        if fleet.battery_factor is not None:
+            battery = battery * fleet.battery_factor
     uniform_time = clock.round_time_s(
         profile.device_time_s(np.where(holds, config.local_iters, 0), holds), holds.any(axis=1))
     return Setup(config, method, data, parts, holds, topology, net, generator, profile, battery,
-                 clock.resolve_deadline(config.deadline, uniform_time))
+                 clock.resolve_deadline(config.deadline, uniform_time), fleet)
 
 
 @dataclass
@@ -142,8 +157,9 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
             raise ConfigError(f"method {config.method!r} needs an allocation policy")
         if policy is None and s.method.policy == "random":
             policy = RandomSchedule(config.schedule_spread, config.seed)
-        policy = policy or (uniform_dvfs_policy if s.method.policy == "uniform-dvfs"
-                            else uniform_policy)
+        policy = policy or {"uniform-dvfs": uniform_dvfs_policy,
+                            "uniform-pacing": uniform_pacing_policy}.get(s.method.policy,
+                                                                         uniform_policy)
         trainer = Trainer.create(s, comm)
         battery, active = s.battery_j.copy(), np.ones(s.holds.shape[0], bool)
         last_tau = np.zeros(s.holds.shape, np.int64)
@@ -151,36 +167,44 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
         bar = _progress(config.rounds, progress and comm.root)
         for t in range(config.rounds):
             log.drop(t, active, _cannot_pay_cheapest_round(s, battery, active))  # reported, not silent
+            # active: not run out (for good); on: active and present this round (fleet churn).
+            on = active & s.fleet.present_in(t, active.size)
             speed = trainer.tracker.speed(s.holds)
-            answer = comm.broadcast(_ask(policy, s, t, speed, battery, active, last_tau)
+            answer = comm.broadcast(_ask(policy, s, t, speed, battery, on, last_tau)
                                     if comm.root else None)      # tau = policy(state)
             if answer is None:
                 raise RuntimeError("the root process sent no policy decision")
             decision, log.policy_s_round = answer
             log.policy_s += log.policy_s_round
             log.drop(t, active, {k: "policy: cannot pay the cheapest round" for k in decision.dropped})
-            tau = np.where(s.holds & active[:, None], decision.tau, 0).astype(np.int64)
+            on &= active
+            tau = np.where(s.holds & on[:, None], decision.tau, 0).astype(np.int64)
             cpu = clock.check_cpu_hz(decision.cpu_hz, s.profile.levels_hz())  # None: f_max
-            log.drop(t, active, _overspending(s, tau, battery, active, cpu))
-            tau[~active] = 0
-            cost = np.where(active, s.profile.round_cost(tau, s.holds, cpu), 0.0)
+            log.drop(t, active, _overspending(s, tau, battery, on, cpu), depleted=False)
+            on &= active
+            tau[~on] = 0
+            cost = np.where(on, s.profile.round_cost(tau, s.holds, cpu), 0.0)
             t0 = time.perf_counter()
-            local = trainer.local_training(tau, active)             # deltas, per-modality tau
+            local = trainer.local_training(tau, on)                 # deltas, per-modality tau
             trainer.tracker.update(trainer.signal(local))           # v -> speeds for next round
             battery = battery - cost                                # energy: compute + comm
             # A device that trains this round also broadcasts (and pays for) its model; an
             # active device given no iterations sits the round out entirely.
-            talking = active & (tau.max(axis=1) > 0)
+            talking = on & (tau.max(axis=1) > 0)
             trainer.gossip(talking)                                 # modality-wise consensus
             trainer.update_generator(talking)                       # KD: train + gossip G
             log.train_s_round = time.perf_counter() - t0
             log.train_s += log.train_s_round
             executed = s.profile.executed_cost(local.forward_passes, local.backward_passes, talking,
                                                 cpu)
-            log.record(t, decision, tau, speed, local, cost, executed, battery, active,
-                       trainer.evaluate(active, trainer.test_views, s.data.test_labels,
-                                        eval_devices(config, t, active)))
-            log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), active)
+            # Once every device has run out, the models stay as they last trained: report the
+            # last evaluated ones (the devices active until then), never nan.
+            shown = log.evaluated_devices(active)
+            log.record(t, decision, tau, speed, local, cost, executed, battery, on,
+                       trainer.evaluate(shown, trainer.test_views, s.data.test_labels,
+                                        eval_devices(config, t, shown)))
+            log.record_clock(cpu, s.profile.device_time_s(tau, s.holds, cpu), on)
+            log.record_fleet(t, active, on)
             last_tau = tau
             bar(t, log.last["accuracy"], log.last["energy_used_j"])
             if tau.any() and not np.isfinite(local.loss):  # diverged: stop here, say so
@@ -188,8 +212,9 @@ def run(config: TrainConfig, policy: Policy | None = None, progress: bool = True
                 break
         bar(None, 0.0, 0.0)
         if s.data.val_labels.size:  # what settings are tuned on (never the test split)
-            log.validation = trainer.evaluate(active, trainer.val_views, s.data.val_labels,
-                                              eval_devices(config, config.rounds - 1, active))
+            shown = log.evaluated_devices(active)
+            log.validation = trainer.evaluate(shown, trainer.val_views, s.data.val_labels,
+                                              eval_devices(config, config.rounds - 1, shown))
         return log.result(time.perf_counter() - t_start)
 
 
@@ -393,6 +418,8 @@ class RunLog:
         self.executed_j = np.zeros(s.holds.shape[0])  # cumulative, from executed passes
         self.validation: dict[str, Any] | None = None  # final evaluation on the validation split
         self.sim_time_s = 0.0  # simulated clock (learner/clock.py)
+        self.last_active = np.ones(s.holds.shape[0], bool)  # see evaluated_devices
+        self.all_out_round: int | None = None  # first round with every device run out
         self.deadline_misses = 0
         self.divergence: dict[str, Any] | None = None  # set when the loss became nan or inf
 
@@ -408,12 +435,30 @@ class RunLog:
         """The latest per-round row."""
         return self.round_rows[-1]
 
-    def drop(self, t: int, active: NDArray[np.bool_], reasons: dict[int, str]) -> None:
-        """Deactivate devices for good, logging round and reason."""
+    def drop(self, t: int, active: NDArray[np.bool_], reasons: dict[int, str],
+             depleted: bool = True) -> None:
+        """Deactivate devices for good, logging round and reason (``depleted``: the battery
+        cannot pay the cheapest round, rather than a policy overspending)."""
         for k, reason in sorted(reasons.items()):
             if active[k]:
                 active[k] = False
-                self.drops.append({"round": t, "device": f"dev{k}", "reason": reason})
+                self.drops.append({"round": t, "device": f"dev{k}", "reason": reason,
+                                   "depleted": depleted})
+
+    def evaluated_devices(self, active: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """The devices whose models are evaluated: the active ones; once none is left, those
+        active when the last one ran out (their models have not changed since)."""
+        if active.any():
+            self.last_active = active.copy()
+            return active
+        if self.all_out_round is None:
+            self.all_out_round = len(self.round_rows)
+        return self.last_active
+
+    def record_fleet(self, t: int, active: NDArray[np.bool_], on: NDArray[np.bool_]) -> None:
+        """Round t's fleet columns: devices present (and active) and devices run out so far."""
+        self.last.update(present_devices=int(on.sum()),
+                         depleted_devices=sum(1 for d in self.drops if d["depleted"]))
 
     def record(self, t: int, decision: PolicyDecision, tau: NDArray[np.int64],
                speed: NDArray[np.float64], local: LocalResult, cost: NDArray[np.float64],
@@ -487,6 +532,13 @@ class RunLog:
             "energy_used_j": final["energy_used_j"], "executed_energy_j": final["executed_energy_j"],
             "battery_total_j": float(s.battery_j.sum()),
             "dropped_devices": self.drops, "wall_time_s": wall_time_s,
+            "depleted_devices": [{"device": d["device"], "round": d["round"]}
+                                 for d in self.drops if d["depleted"]],
+            "all_depleted_round": self.all_out_round,
+            "accuracy_note": None if self.all_out_round is None else
+            f"every device had run out by round {self.all_out_round}: accuracies are those of "
+            f"the models as they last trained (evaluated in round {self.all_out_round - 1})",
+            "fleet": s.config.fleet,
             "policy_time_s": self.policy_s, "train_time_s": self.train_s,
             "validation": None if self.validation is None else {
                 "accuracy": self.validation["accuracy"],

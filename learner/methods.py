@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from dmmlkd.learner.errors import ConfigError
 
+POLICIES = ("uniform", "random", "uniform-dvfs", "uniform-pacing", "external")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -20,7 +22,7 @@ class MethodSpec:
     decomposition: bool  # difference + similarity + common-classifier losses
     kd: bool  # conditional generator knowledge distillation
     modulation: str | None = None  # "ogm-ge": on-the-fly gradient modulation
-    policy: str = "uniform"  # "uniform", "random" (RandomSchedule), "uniform-dvfs", or "external"
+    policy: str = "uniform"  # one of POLICIES: "random" is RandomSchedule, "external" a passed one
     dropout: bool = False  # modality dropout at config.dropout_rate (unless modality_dropout set)
     description: str = ""
 
@@ -51,6 +53,14 @@ _METHODS: dict[str, MethodSpec] = {
     "uniform-dvfs": MethodSpec("uniform-dvfs", decomposition=True, kd=True, policy="uniform-dvfs",
                                description="dmml-kd, each device at its lowest CPU level meeting "
                                "the round deadline"),
+    "uniform-pacing": MethodSpec("uniform-pacing", decomposition=True, kd=True,
+                                 policy="uniform-pacing", description="control: dmml-kd, each "
+                                 "device's battery spread evenly over the remaining rounds, "
+                                 "uniform tau, lowest CPU level meeting the deadline"),
+    "dmml-kd-fleet": MethodSpec("dmml-kd-fleet", decomposition=True, kd=True, policy="external",
+                                description="the allocator for fleets: each battery planned over "
+                                "the remaining rounds (tau per round priced against the "
+                                "broadcast, sitting rounds out), CPU levels and the deadline"),
     "dmml-kd-balance-dvfs": MethodSpec("dmml-kd-balance-dvfs", decomposition=True, kd=True,
                                        policy="external", description="the allocator setting tau "
                                        "and CPU level under the deadline, on uniform-dvfs's energy"),
@@ -74,9 +84,9 @@ def register_method(spec: MethodSpec, replace: bool = False) -> MethodSpec:
     if spec.modulation not in (None, "ogm-ge"):
         raise ConfigError(f"method {spec.name!r}: modulation must be None or 'ogm-ge' "
                           f"(got {spec.modulation!r})")
-    if spec.policy not in ("uniform", "random", "uniform-dvfs", "external"):
-        raise ConfigError(f"method {spec.name!r}: policy must be 'uniform', 'random', "
-                          f"'uniform-dvfs' or 'external' (got {spec.policy!r})")
+    if spec.policy not in POLICIES:
+        raise ConfigError(f"method {spec.name!r}: policy must be one of {', '.join(POLICIES)} "
+                          f"(got {spec.policy!r})")
     _METHODS[spec.name] = spec
     return spec
 

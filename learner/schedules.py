@@ -113,3 +113,64 @@ class RandomSchedule:
             dropped = [k for k in base.dropped if not use[k]]
             return PolicyDecision(tau.astype(np.int64), {"policy": "random-schedule"}, dropped)
         return PolicyDecision(tau.astype(np.int64), {"policy": "random-schedule"}, base.dropped)
+
+
+@dataclass(frozen=True)
+class UniformOptions:
+    """Every uniform round a device could run: tau on all its views, at the lowest CPU level
+    meeting the deadline (shared by `uniform-pacing` and the fleet allocator)."""
+
+    taus: NDArray[np.int64]  # (T,) tau_min .. tau_max
+    cpu_hz: NDArray[np.float64]  # (K, T) the level of each option
+    cost_j: NDArray[np.float64]  # (K, T) its energy, communication included
+    on_time: NDArray[np.bool_]  # (K, T) it meets the deadline (tau_min runs at f_max if none)
+
+
+def uniform_options(state: RoundState) -> UniformOptions:
+    """The (K, T) table of uniform rounds with their levels and energies (vectorised)."""
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    assert state.cpu_hz is not None
+    holds = state.holds
+    K = holds.shape[0]
+    taus = np.arange(state.tau_min, state.tau_max + 1)
+    per_iter_j = np.where(holds, state.forward_j + state.backward_j, 0.0).sum(axis=1)
+    # Uniform tau: L = tau, so the round's cycles (either fusion rule) are tau x one iteration's.
+    per_iter_cycles = round_cycles(np.where(holds, 1, 0), holds, state.batch_size,
+                                   state.cycles_forward, state.cycles_backward)
+    levels = np.asarray(state.cpu_levels_hz, float)  # (K, L) ascending
+    cycles = taus[None, :, None] * per_iter_cycles[:, None, None]  # (K, T, 1)
+    times = clock.device_time_s(np.broadcast_to(cycles, (K, taus.size, levels.shape[1])),
+                                levels[:, None, :], state.comm_time_s[:, None, None])
+    ok = clock.meets_deadline(times, state.deadline_s)
+    level = np.where(ok.any(axis=2), np.argmax(ok, axis=2), levels.shape[1] - 1)  # lowest ok
+    f = np.take_along_axis(levels, level, axis=1)  # (K, T)
+    cost = taus[None, :] * per_iter_j[:, None] * clock.energy_scale(f, state.cpu_hz[:, None]) \
+        + state.comm_j[:, None]
+    return UniformOptions(taus, f, cost, np.asarray(ok.any(axis=2), bool))
+
+
+def uniform_pacing_policy(state: RoundState) -> PolicyDecision:
+    """`uniform-pacing`: each device spends its remaining battery evenly over the remaining
+    rounds; the same tau on all its views, as many iterations as that share pays (up to tau_max),
+    each at its lowest CPU level meeting the deadline. No solver, no measurement.
+
+    A device whose share cannot pay tau_min (at its lowest level meeting the deadline) sits the
+    round out and saves the energy for later rounds; when no level meets the deadline even for
+    tau_min, it runs tau_min at f_max (late, logged by the loop).
+    """
+    holds = np.asarray(state.holds & state.active[:, None], bool)
+    opts = uniform_options(state)
+    share = budget_limit_j(state.battery_j / max(state.rounds_total - state.round, 1))
+    allowed = np.array(opts.on_time, bool)
+    allowed[:, 0] = True  # tau_min runs even when late
+    trains = np.asarray(holds.any(axis=1), bool)
+    ok = allowed & (opts.cost_j <= share[:, None]) & trains[:, None]
+    best = np.where(ok.any(axis=1), ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1), -1)
+    rows = np.arange(holds.shape[0])
+    tau = np.where(best >= 0, opts.taus[np.maximum(best, 0)], 0)
+    assert state.cpu_hz is not None
+    cpu = np.where(best >= 0, opts.cpu_hz[rows, np.maximum(best, 0)], state.cpu_hz)
+    sitting = int((trains & (best < 0)).sum())
+    return PolicyDecision(np.where(holds, tau[:, None], 0).astype(np.int64),
+                          {"policy": "uniform-pacing", "sitting_out": sitting}, cpu_hz=cpu)

@@ -21,6 +21,22 @@ PARAMETER_BITS = 32.0  # bits per transmitted parameter (float32)
 BANDWIDTH_HZ = 1e6  # bandwidth of a device's broadcast link
 TX_POWER_W = 0.1  # transmit power (the generator draws from [TX_POWER_W, 2 TX_POWER_W])
 
+# The long-tailed fleet (learner/fleet.py, fleet = "longtail"; sources in docs/learner.md,
+# "Fleets"). Device speed: log-normal f_max, median 1 GHz and sigma 0.7, so the 5th-95th
+# percentile spread is exp(2 x 1.645 x 0.7) = 10x (the >= 10x compute spread of the device
+# profiles FedScale and Oort use); clipped to a phone-like range.
+LONGTAIL_CPU_MEDIAN_HZ = 1.0e9
+LONGTAIL_CPU_SIGMA = 0.7
+LONGTAIL_CPU_RANGE_HZ = (0.15e9, 3.0e9)
+# Broadcast distance to the farthest neighbour: log-normal, median 40 m, sigma 0.6 (a few
+# devices far from the rest pay most of the radio energy), clipped to [5, 300] m.
+LONGTAIL_DISTANCE_MEDIAN_M = 40.0
+LONGTAIL_DISTANCE_SIGMA = 0.6
+LONGTAIL_DISTANCE_RANGE_M = (5.0, 300.0)
+# Battery at the start, as a multiple of the automatic battery (what uniform tau costs over the
+# run): Beta(0.8, 1.6) / its mean, i.e. mean 1, from nearly empty to 3x; many devices start low.
+LONGTAIL_BATTERY_BETA = (0.8, 1.6)
+
 # The one energy-feasibility tolerance: a cost fits a budget when cost <= budget (1 + RTOL) + ATOL.
 # Relative, because budgets are float sums (a battery sized for exactly k rounds must pay the
 # k-th in full); the absolute part only matters for zero budgets.

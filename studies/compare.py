@@ -80,6 +80,7 @@ def run_configs(configs: list[TrainConfig], jobs: int = 1, progress: bool = True
             "battery_total_j": summary["battery_total_j"],
             "sim_time_s": summary["sim_time_s"],  # simulated clock (learner/clock.py)
             "dropped": len(summary["dropped_devices"]),
+            "depleted": len(summary.get("depleted_devices", [])),  # ran out for good
             "policy_time_s": summary["policy_time_s"], "train_time_s": summary["train_time_s"],
         })
     return history, rows, pd.DataFrame(finals)
@@ -110,7 +111,7 @@ def final_table(finals: pd.DataFrame) -> pd.DataFrame:
     says how many diverged and on which seeds.
     """
     cols = [c for c in finals.columns
-            if c not in ("method", "seed", "dropped", *STATUS_COLUMNS)]
+            if c not in ("method", "seed", "dropped", "depleted", *STATUS_COLUMNS)]
     out = []
     for method, group in finals.groupby("method", sort=False):
         good = usable(group)

@@ -108,7 +108,8 @@ def test_dropped_device_stops_training_and_gossiping() -> None:
     finally:
         loop.evaluate = original
     assert result.summary["dropped_devices"] == [
-        {"round": 2, "device": "dev1", "reason": "policy: cannot pay the cheapest round"}]
+        {"round": 2, "device": "dev1", "reason": "policy: cannot pay the cheapest round",
+         "depleted": True}]
     assert all(torch.equal(a, b) for a, b in zip(seen[1], seen[2]))  # frozen from round 2 on
     assert not all(torch.equal(a, b) for a, b in zip(seen[0], seen[1]))  # moved in round 1
 
@@ -360,9 +361,9 @@ def test_random_schedule_spread_is_validated() -> None:
 
 def test_modality_dropout_method_drops_views_and_nothing_else() -> None:
     s = build(synthetic(method="modality-dropout"))
-    assert loop.effective_dropout(s) == 0.3
+    assert loop.effective_dropout(s) == 0.5  # the tuned default (docs/results.md)
     assert loop.effective_dropout(build(synthetic(method="modality-dropout", modality_dropout=0.1))) == 0.1
-    assert loop.effective_dropout(build(synthetic(method="modality-dropout", dropout_rate=0.5))) == 0.5
+    assert loop.effective_dropout(build(synthetic(method="modality-dropout", dropout_rate=0.3))) == 0.3
     assert loop.effective_dropout(build(synthetic(dropout_rate=0.5))) == 0.0  # dmml-kd: no dropout
     assert loop.effective_dropout(build(synthetic())) == 0.0
     a = run(synthetic(rounds=2), progress=False)

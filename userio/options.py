@@ -120,11 +120,12 @@ def parse_deadline(value: Any, error: type[Exception] = UserError, name: str = "
 
     ``None`` or ``"none"``: no deadline (returned as given); a number or numeric text: seconds,
     finite and > 0 (returned as a float); ``"auto"`` where ``auto`` is allowed (the learner:
-    the round time of uniform tau at f_max); ``"Xx"`` where ``relative`` is allowed (the
+    the round time of uniform tau at f_max), and ``"auto:F"`` (F > 0 times that; returned as
+    ``"auto:F"``); ``"Xx"`` where ``relative`` is allowed (the
     generator: X > 0 times the slowest device's mid-tau time at f_max; returned as ``"Xx"``).
     Anything else raises the caller's error naming ``name``.
     """
-    forms = ["auto"] if auto else []
+    forms = ["auto", "auto:F"] if auto else []
     forms += ["none", "seconds > 0"] + (["a multiple such as 0.8x"] if relative else [])
     wrong = error(f"{name} must be {', '.join(forms[:-1])} or {forms[-1]} (got {value!r})")
     if value is None:
@@ -133,6 +134,11 @@ def parse_deadline(value: Any, error: type[Exception] = UserError, name: str = "
         text = value.strip().lower()
         if text == "none" or (auto and text == "auto"):
             return text
+        if auto and text.startswith("auto:"):  # a share of the automatic deadline (< 1: tighter)
+            share = _finite(text[5:])
+            if share is None or share <= 0:
+                raise wrong
+            return f"auto:{share:g}"
         if relative and text.endswith("x"):
             scale = _finite(text[:-1])
             if scale is None or scale <= 0:
