@@ -293,7 +293,7 @@ def test_deadline_has_one_name_and_one_rule(cli, tmp_path: Path) -> None:
     for bad in (-3, 0, "soon", float("inf"), True, "1x"):
         with pytest.raises(UserError, match="^deadline must be none or seconds > 0"):
             parse_deadline(bad)
-    with pytest.raises(ConfigError, match="^deadline must be auto, none or seconds > 0"):
+    with pytest.raises(ConfigError, match="^deadline must be auto, auto:F, none or seconds > 0"):
         TrainConfig(deadline=-3).validate()
     with pytest.raises(ProblemError, match="^deadline must be none or seconds > 0"):
         generate_problem(devices=2, cpu_levels=2).with_(deadline_s=-3.0)
