@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmmlkd.allocator import Allocation, Problem, ProblemError, solve
+from dmmlkd.allocator import Allocation, Problem, ProblemError, generate_problem, solve
 
 RTOL = 1e-9  # the stated tolerance: cost <= budget (1 + RTOL) + ATOL
 ATOL = 1e-12
@@ -250,6 +250,21 @@ def main(seeds: int = 200, dp_devices: int = 200) -> int:
     checked, bad = check(seeds, dp_devices)
     print(f"checked {checked} answers, bad {bad}")
     return bad
+
+
+
+def tiny_levels_problem(seed: int) -> Problem | None:
+    """A 2-4 device network instance with CPU levels and a deadline, small enough for brute
+    force (at most 9 held pairs); None when the draw is infeasible or too large."""
+    rng = np.random.default_rng(seed)
+    try:
+        problem = generate_problem(
+            devices=int(rng.integers(2, 5)), modalities=3, scope="network", seed=seed,
+            cpu_levels=int(rng.integers(2, 5)), deadline=f"{rng.uniform(0.5, 1.2)!r}x",
+            tau_max=int(rng.integers(3, 6)), budget_scale=float(rng.uniform(0.3, 1.5)))
+    except ProblemError:
+        return None
+    return problem if problem.holds.sum() <= 9 else None
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from dmmlkd.allocator import ProblemError, generate_problem, solve
+from dmmlkd.allocator import generate_problem, solve
 from dmmlkd.allocator.io import write_problem
 from dmmlkd.userio.options import DEFAULTS
 
@@ -144,7 +143,7 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
     goal and whether it is met. Wall and CPU seconds are both given (a shared machine inflates
     wall time; CPU time is what the code costs); a target counts as met on the larger."""
     from dmmlkd.allocator.io import read_problem
-    from dmmlkd.benchmarks.allocator_exactness import check
+    from dmmlkd.benchmarks.allocator_exactness import check, tiny_levels_problem
     from dmmlkd.benchmarks.allocator_exactness import optimum as oracle_optimum
 
     rows: list[dict[str, object]] = []
@@ -209,18 +208,11 @@ def targets(seeds: tuple[int, ...] = (0, 1, 2), knife_edge_seeds: int = 100) -> 
     # 5b. Heuristic with levels on tiny instances against brute force.
     within, count, worst = 0, 0, 0.0
     for seed in range(40):
-        rng = np.random.default_rng(seed)
-        try:
-            problem = generate_problem(
-                devices=int(rng.integers(2, 5)), modalities=3, scope="network", seed=seed,
-                cpu_levels=int(rng.integers(2, 5)), deadline=f"{rng.uniform(0.5, 1.2)!r}x",
-                tau_max=int(rng.integers(3, 6)), budget_scale=float(rng.uniform(0.3, 1.5)))
-        except ProblemError:
+        tiny = tiny_levels_problem(seed)
+        if tiny is None:
             continue
-        if problem.holds.sum() > 9:
-            continue
-        best = oracle_optimum(problem)
-        off = (best - solve(problem, "heuristic").objective) / abs(best)
+        best = oracle_optimum(tiny)
+        off = (best - solve(tiny, "heuristic").objective) / abs(best)
         count += 1
         within += off <= 0.01
         worst = max(worst, off)

@@ -24,6 +24,7 @@ from flwr.app import ArrayRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from dmmlkd.bridge.training import clean_summary
 from dmmlkd.flower.client import Fleet, array_record, initial_arrays, make_client_app
 from dmmlkd.flower.inline import InlineGrid
 from dmmlkd.flower.model import accuracy, load_arrays, one_device, one_generator
@@ -207,19 +208,6 @@ def compare_runs(config: TrainConfig, backend: str = "ray", fraction_train: floa
     return runs
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, non-finite floats to null."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
 def outputs_summary(runs: dict[str, FlowerResult]) -> dict[str, Any]:
     """summary.json: each run's summary, and the allocator minus the control where both ran."""
     out: dict[str, Any] = {name: r.summary for name, r in runs.items()}
@@ -227,7 +215,7 @@ def outputs_summary(runs: dict[str, FlowerResult]) -> dict[str, Any]:
         a, u = runs["allocator"].summary, runs["uniform"].summary
         out["allocator_minus_uniform"] = {
             key: a[key] - u[key] for key in ("accuracy", "energy_used_j", "sim_time_s")}
-    return _clean(out)
+    return clean_summary(out)
 
 
 def write_outputs(runs: dict[str, FlowerResult], config: TrainConfig, options: dict[str, Any],
@@ -246,7 +234,7 @@ def write_outputs(runs: dict[str, FlowerResult], config: TrainConfig, options: d
     with atomic_dir(out_dir) as tmp:
         (tmp / "config.toml").write_text(tomli_w.dumps(
             {"train": config.to_dict(),
-             "flower": {k: v for k, v in _clean(options).items() if v is not None}}))
+             "flower": {k: v for k, v in clean_summary(options).items() if v is not None}}))
         (tmp / "summary.json").write_text(json.dumps(outputs_summary(runs), indent=1) + "\n")
         ledger[first + [c for c in ledger.columns if c != "run"]].to_csv(tmp / "ledger.csv",
                                                                           index=False)

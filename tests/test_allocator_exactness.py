@@ -234,6 +234,7 @@ from dmmlkd.benchmarks.allocator_exactness import (  # noqa: E402
     device_scope_optimum,
     knife_edge,
     optimum,
+    tiny_levels_problem,
 )
 
 
@@ -316,23 +317,11 @@ def _subproblem_by_enumeration(problem: Problem, price: np.ndarray, cap: np.ndar
     return out
 
 
-def _tiny_levels_problem(seed: int) -> Problem | None:
-    rng = np.random.default_rng(seed)
-    try:
-        problem = generate_problem(
-            devices=int(rng.integers(2, 5)), modalities=3, scope="network", seed=seed,
-            cpu_levels=int(rng.integers(2, 5)), deadline=f"{rng.uniform(0.5, 1.2)!r}x",
-            tau_max=int(rng.integers(3, 6)), budget_scale=float(rng.uniform(0.3, 1.5)))
-    except ProblemError:
-        return None
-    return problem if problem.holds.sum() <= 9 else None
-
-
 @pytest.mark.parametrize("seed", range(20))
 def test_network_heuristic_with_levels_within_one_percent_of_brute_force(seed: int) -> None:
     """2-4 devices with CPU levels and a deadline: the heuristic within 1% of the brute-force
     optimum (issue 17: it was 1.2-8% off on 5 of 15), its bound above it."""
-    problem = _tiny_levels_problem(seed)
+    problem = tiny_levels_problem(seed)
     if problem is None:
         return
     best = optimum(problem)

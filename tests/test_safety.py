@@ -15,15 +15,13 @@ import hashlib
 import io
 import json
 import os
-import resource
 import stat
-import subprocess
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from cli_run import assert_one_line_error, dmmlkd
 
 from dmmlkd.learner.config import BUDGET_RULES, SOLVERS, TrainConfig, field_docs
 from dmmlkd.learner.errors import ConfigError
@@ -42,28 +40,6 @@ COMMANDS_TINY = {
 USER_FILES = {"notes.txt": "my notes\n", "data/thesis.tex": "\\chapter{Results}\n"}
 
 
-def dmmlkd(*args: str, cwd: Path | None = None, memory_limit: int | None = None,
-           ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a fresh process (umask 022, optional address-space limit)."""
-
-    def limits() -> None:
-        os.umask(0o022)
-        if memory_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the caller's dmmlkd (installed or PYTHONPATH)
-    return subprocess.run([sys.executable, "-m", "dmmlkd.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600, preexec_fn=limits)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    """Exit 2, exactly one line on stderr holding every fragment, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def make_user_folder(folder: Path) -> None:
