@@ -482,7 +482,7 @@ def read_problem_npz(path: str | os.PathLike[str]) -> Problem:
             kwargs[name] = tuple(value.tolist()) if value.ndim == 1 else value.tolist()
         elif name == "scope":
             kwargs[name] = str(value)
-        elif name in PROBLEM_OPTIONS:
+        elif name in PROBLEM_OPTIONS or name == "deadline_s":  # the Problem field, in seconds
             if value.shape != () or value.dtype.kind not in "iuf":
                 raise ProblemError(f"{source}: {name} must be one number")
             kwargs[name] = value.item()

@@ -301,19 +301,21 @@ def test_generate_and_bench_refuse_bad_arguments(cli, tmp_path: Path, args: tupl
     assert not out_file.exists()
 
 
-@pytest.mark.parametrize("levels", [0, 3])
-def test_npz_round_trip_same_problem(cli, tmp_path: Path, levels: int) -> None:
+@pytest.mark.parametrize("levels, deadline", [(0, None), (3, None), (3, "0.9x")])
+def test_npz_round_trip_same_problem(cli, tmp_path: Path, levels: int,
+                                     deadline: str | None) -> None:
     """`generate --format npz` writes the Problem's own arrays; `solve` reads them back to
-    the same problem (same fields, same answer), with or without CPU levels."""
+    the same problem (same fields, same answer), with or without CPU levels and deadline."""
     out_file = tmp_path / "g.npz"
     code, out, err = cli("generate", "--devices", "9", "--modalities", "3", "--missing-rate",
                          "0.3", "--seed", "4", "--cpu-levels", str(levels), "--out",
-                         str(out_file))
+                         str(out_file), *(["--deadline", deadline] if deadline else []))
     assert code == 0 and out == "", err
     back = read_problem(out_file)
     again = generate_problem(devices=9, modalities=3, missing_rate=0.3, seed=4,
-                             cpu_levels=levels)
+                             cpu_levels=levels, deadline=deadline)
     assert back.devices == again.devices and back.modalities == again.modalities
+    assert back.deadline_s == again.deadline_s and (deadline is None) == (back.deadline_s is None)
     for name in ("holds", "speed", "forward_energy", "backward_energy", "comm_energy",
                  "budget", "weight"):
         np.testing.assert_array_equal(getattr(back, name), getattr(again, name))
