@@ -62,11 +62,21 @@ def build_dvfs_problem(state: RoundState, options: AllocatorOptions = DEFAULTS,
     control, _ = control_round_energy(state)
     # The control's energy, within the battery's share (base.budget is aligned with members).
     budget = np.minimum(base.budget[on_time], control[members])
-    problem = Problem(
-        modalities=base.modalities, devices=tuple(state.devices[k] for k in members),
+    problem = levels_problem(state, members, budget, options)
+    return problem, members, dropped, late
+
+
+def levels_problem(state: RoundState, members: NDArray[np.int64], budget: NDArray[np.float64],
+                   options: AllocatorOptions = DEFAULTS, scope: str | None = None) -> Problem:
+    """The allocation problem of ``members`` (rows of the state) with their CPU levels, cycles,
+    communication time and the round deadline, on the round budgets ``budget`` (one per member)."""
+    assert state.cycles_forward is not None and state.cycles_backward is not None
+    assert state.cpu_levels_hz is not None and state.comm_time_s is not None
+    return Problem(
+        modalities=tuple(state.modalities), devices=tuple(state.devices[k] for k in members),
         holds=np.asarray(state.holds, bool)[members], speed=measured_speeds(state)[members],
-        comm_energy=np.asarray(state.comm_j, float)[members],
-        budget=budget, scope=options.scope, tau_min=state.tau_min, tau_max=state.tau_max,
+        comm_energy=np.asarray(state.comm_j, float)[members], budget=budget,
+        scope=scope or options.scope, tau_min=state.tau_min, tau_max=state.tau_max,
         delta=options.delta, mu=options.mu, epsilon=options.epsilon, deadline_s=state.deadline_s,
         cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
         cycles_forward=np.asarray(state.cycles_forward, float)[members],
@@ -75,7 +85,6 @@ def build_dvfs_problem(state: RoundState, options: AllocatorOptions = DEFAULTS,
         capacitance=np.full(members.size, DEFAULT_CAPACITANCE),
         comm_time_s=np.asarray(state.comm_time_s, float)[members],
     )
-    return problem, members, dropped, late
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from dmmlkd.allocator import Problem, solve
-from dmmlkd.bridge.policies import measured_speeds
+from dmmlkd.allocator import solve
+from dmmlkd.bridge.dvfs import levels_problem
 from dmmlkd.learner.policy import PolicyDecision, RoundState
 from dmmlkd.learner.schedules import uniform_options
-from dmmlkd.metrics.energy import DEFAULT_CAPACITANCE, budget_limit_j
+from dmmlkd.metrics.energy import budget_limit_j
 from dmmlkd.userio.options import DEFAULTS, AllocatorOptions
 
 SPLITS = ("uniform", "balance")
@@ -117,21 +117,8 @@ class FleetAllocatorPolicy:
         members = np.flatnonzero(members_mask)
         if members.size == 0:
             return
-        assert state.cycles_forward is not None and state.cycles_backward is not None
-        assert state.cpu_levels_hz is not None and state.comm_time_s is not None
-        holds = np.asarray(state.holds, bool)
-        problem = Problem(
-            modalities=tuple(state.modalities), devices=tuple(state.devices[k] for k in members),
-            holds=holds[members], speed=measured_speeds(state)[members],
-            comm_energy=np.asarray(state.comm_j, float)[members], budget=budget[members],
-            scope="device", tau_min=state.tau_min, tau_max=state.tau_max, delta=self.options.delta,
-            mu=self.options.mu, epsilon=self.options.epsilon, deadline_s=state.deadline_s,
-            cpu_levels_hz=np.asarray(state.cpu_levels_hz, float)[members],
-            cycles_forward=np.asarray(state.cycles_forward, float)[members],
-            cycles_backward=np.asarray(state.cycles_backward, float)[members],
-            batch_size=np.full(members.size, float(state.batch_size)),
-            capacitance=np.full(members.size, DEFAULT_CAPACITANCE),
-            comm_time_s=np.asarray(state.comm_time_s, float)[members])
+        # Each device's planned round split over its own views: the device scope.
+        problem = levels_problem(state, members, budget[members], self.options, scope="device")
         alloc = solve(problem, self.options.solver, **self.options.solve_options())
         tau[members] = alloc.tau
         cpu[members] = alloc.cpu_hz

@@ -119,14 +119,14 @@ def resolve_deadline(deadline: Any, uniform_round_time_s: float) -> float | None
     """The run's round deadline in seconds: ``"auto"`` = uniform tau at f_max's round time
     (of the slowest device), ``"auto:F"`` = F times that,
     ``"none"``/None = no deadline, a number = that many seconds."""
-    if deadline is None or (isinstance(deadline, str) and deadline.strip().lower() == "none"):
+    value = parse_deadline(deadline)  # the one rule; it normalises the text forms
+    if value is None or value == "none":
         return None
-    if isinstance(deadline, str) and deadline.strip().lower() == "auto":
+    if value == "auto":
         return float(uniform_round_time_s)
-    if isinstance(deadline, str) and deadline.strip().lower().startswith("auto:"):
-        return float(deadline.strip()[5:]) * float(uniform_round_time_s)
-    value = parse_deadline(deadline)
-    return None if value is None or isinstance(value, str) else float(value)
+    if isinstance(value, str):  # "auto:F"
+        return float(value[5:]) * float(uniform_round_time_s)
+    return float(value)
 
 
 def parse_deadline(deadline: Any) -> float | str | None:
