@@ -212,24 +212,17 @@ class AllocatorStrategy(Strategy):
         profiles = [self.profiles[n] for n in nodes]
         energy = stack(profiles)
         holds = np.stack([p.holds for p in profiles])
-        forward_j, backward_j = energy.planning_energies()
-        cycles_forward, cycles_backward = energy.planning_cycles()
         speed = np.concatenate([self.trackers[n].speed(self.profiles[n].holds[None])
                                 for n in nodes])
-        assert energy.comm_s is not None
         state = RoundState(
             round=server_round - 1, rounds_total=self.rounds_total,
             devices=[p.name for p in profiles], modalities=list(profiles[0].views), holds=holds,
             speed=speed, battery_j=np.array([self.battery_j[n] for n in nodes]),
-            forward_j=forward_j, backward_j=backward_j, comm_j=energy.comm_j.copy(),
             active=np.array([n not in self.dropped for n in nodes]),
             adjacency=sp.csr_matrix((len(nodes), len(nodes)), dtype=bool),  # a star: no peers
             tau_min=self.tau_min, tau_max=self.tau_max, local_iters=self.local_iters,
-            last_tau=np.stack([self.last_tau[n] for n in nodes]),
-            cpu_hz=energy.cpu_hz.copy(), cpu_levels_hz=energy.levels_hz().copy(),
-            cycles_forward=cycles_forward, cycles_backward=cycles_backward,
-            batch_size=energy.batch_size, comm_time_s=energy.comm_s.copy(),
-            deadline_s=self.deadline_s)
+            last_tau=np.stack([self.last_tau[n] for n in nodes]), deadline_s=self.deadline_s,
+            **energy.planning_fields())
         return state, energy
 
     def plan_round(self, server_round: int, node_ids: Sequence[int]) -> dict[int, Plan]:

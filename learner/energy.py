@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,6 +85,18 @@ class EnergyProfile:
         if self.fusion_rule == "training":
             return np.zeros_like(self.forward_j), self.forward_j + self.backward_j
         return self.forward_j, self.backward_j
+
+    def planning_fields(self) -> dict[str, Any]:
+        """The energy, frequency and time fields of a `RoundState` as the allocator should see
+        them (copies: a policy cannot change the profile); cycles are None without cycle data."""
+        forward_j, backward_j = self.planning_energies()
+        cycles = self.planning_cycles() if self.cycles_forward is not None else (None, None)
+        return {"forward_j": forward_j, "backward_j": backward_j, "comm_j": self.comm_j.copy(),
+                "cpu_hz": self.cpu_hz.copy(), "cpu_levels_hz": self.levels_hz().copy(),
+                "cycles_forward": cycles[0], "cycles_backward": cycles[1],
+                "batch_size": self.batch_size,
+                "comm_time_s": np.zeros_like(self.cpu_hz) if self.comm_s is None
+                else self.comm_s.copy()}
 
     def round_cost(self, tau: NDArray[np.int64], holds: NDArray[np.bool_],
                    cpu_hz: NDArray[np.float64] | None = None) -> NDArray[np.float64]:

@@ -368,20 +368,13 @@ def _block_of(s: Setup, lo: int, hi: int) -> tuple[Network, Generator | None]:
 def round_state(s: Setup, t: int, speed: NDArray[np.float64], battery: NDArray[np.float64],
                 active: NDArray[np.bool_], last_tau: NDArray[np.int64]) -> RoundState:
     """What the policy sees at the start of round t (copies: a policy cannot change the run)."""
-    c, p = s.config, s.profile
-    forward_j, backward_j = p.planning_energies()
-    cycles_forward, cycles_backward = p.planning_cycles() if p.cycles_forward is not None \
-        else (None, None)
+    c = s.config
     return RoundState(
         round=t, rounds_total=c.rounds, devices=[f"dev{k}" for k in range(s.holds.shape[0])],
         modalities=list(s.data.views), holds=s.holds.copy(), speed=speed.copy(),
-        battery_j=battery.copy(), forward_j=forward_j, backward_j=backward_j,
-        comm_j=p.comm_j.copy(), active=active.copy(), adjacency=s.topology.sparse_adjacency(),
+        battery_j=battery.copy(), active=active.copy(), adjacency=s.topology.sparse_adjacency(),
         tau_min=c.tau_min, tau_max=c.tau_max, local_iters=c.local_iters, last_tau=last_tau.copy(),
-        cpu_hz=p.cpu_hz.copy(), cpu_levels_hz=p.levels_hz().copy(), cycles_forward=cycles_forward,
-        cycles_backward=cycles_backward, batch_size=p.batch_size,
-        comm_time_s=p.comm_s.copy() if p.comm_s is not None else np.zeros_like(p.cpu_hz),
-        deadline_s=s.deadline_s)
+        deadline_s=s.deadline_s, **s.profile.planning_fields())
 
 
 def _cannot_pay_cheapest_round(s: Setup, battery: NDArray[np.float64],
