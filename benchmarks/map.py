@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dmmlkd.learner.config import TrainConfig
-from dmmlkd.studies.compare import default_jobs, run_configs
+from dmmlkd.studies.compare import default_jobs, mean_interval, run_configs
 
 CONTROLS = ("dmml-kd", "uniform-dvfs", "uniform-pacing", "random-schedule", "modality-dropout")
 ALLOCATOR = "dmml-kd-fleet"
@@ -108,14 +108,7 @@ def to_target(runs: pd.DataFrame) -> pd.DataFrame:
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     """Mean of a - b over seeds and its 95% Student-t interval."""
-    from scipy import stats
-
-    d = a - b
-    d = d[np.isfinite(d)]
-    if d.size < 2:
-        return float(d.mean()) if d.size else np.nan, np.nan, np.nan
-    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
-    return float(d.mean()), float(d.mean()) - half, float(d.mean()) + half
+    return mean_interval(a - b)
 
 
 def verdicts(runs: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import tomli_w
+from numpy.typing import NDArray
 
 from dmmlkd.learner.config import TrainConfig
 from dmmlkd.studies import style
@@ -133,6 +134,20 @@ def final_table(finals: pd.DataFrame) -> pd.DataFrame:
 HEADLINE_METRICS = ("weakest_view_accuracy", "consensus_accuracy", "accuracy")
 
 
+def mean_interval(d: NDArray[np.float64], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of the finite values of ``d`` (paired differences over seeds) and its Student-t
+    interval: (mean, low, high); the interval is nan with fewer than two values."""
+    from scipy import stats
+
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d)]
+    mean = float(d.mean()) if d.size else float("nan")
+    if d.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return mean, mean - half, mean + half
+
+
 def paired_differences(finals: pd.DataFrame, reference: str = "dmml-kd",
                        confidence: float = 0.95) -> pd.DataFrame:
     """Every method against ``reference``, seed by seed, for every numeric metric.
@@ -141,8 +156,6 @@ def paired_differences(finals: pd.DataFrame, reference: str = "dmml-kd",
     the same seed), ci_low, ci_high (Student-t interval of that mean; nan with one seed),
     seeds (how many seeds both ran).
     """
-    from scipy import stats
-
     if reference not in set(finals["method"]):
         raise StudyError(f"reference method {reference!r} is not among the compared methods")
     # A diverged run has no result: the pairs of its seed are left out (counted in `seeds`).
@@ -158,16 +171,10 @@ def paired_differences(finals: pd.DataFrame, reference: str = "dmml-kd",
         seeds = g.index.intersection(ref.index)
         for metric in metrics:
             d = (g.loc[seeds, metric] - ref.loc[seeds, metric]).to_numpy(float)
-            d = d[np.isfinite(d)]
-            mean = float(d.mean()) if d.size else float("nan")
-            if d.size > 1:
-                half = float(stats.t.ppf(0.5 + confidence / 2, d.size - 1) * d.std(ddof=1)
-                             / np.sqrt(d.size))
-            else:
-                half = float("nan")
+            mean, low, high = mean_interval(d, confidence)
             out.append({"method": method, "reference": reference, "metric": metric,
-                        "mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half,
-                        "seeds": int(d.size)})
+                        "mean_diff": mean, "ci_low": low, "ci_high": high,
+                        "seeds": int(np.isfinite(d).sum())})
     return pd.DataFrame(out, columns=["method", "reference", "metric", "mean_diff", "ci_low",
                                       "ci_high", "seeds"])
 
